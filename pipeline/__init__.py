@@ -1,0 +1,3 @@
+"""Promotion pipeline for GitOps secrets: intent -> rendered -> encrypted -> git."""
+
+__version__ = "0.1.0"

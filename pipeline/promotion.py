@@ -1,0 +1,192 @@
+"""The promotion steps for one node, and the repo-wide stage and purge; no doit in here."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from pipeline import git, guard, ledger, sops
+from pipeline.errors import PipelineError
+from pipeline.inventory import Inventory, Node
+from pipeline.ledger import LEDGER_FILE, Ledger, sha256_file
+from pipeline.rendering import (
+    ENCRYPTED_DIR,
+    RENDERED_DIR,
+    intent_digest,
+    node_artefact,
+    render_node,
+    rendered_path,
+    write_plaintext,
+)
+from pipeline.sopsconfig import load_sops_config
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _intent_sidecar(inventory: Inventory, node: Node) -> Path:
+    # The digest of the intent a rendered file was made from travels with it, so the ledger
+    # records what was actually rendered even if a patch is saved again mid-promotion.
+    return inventory.root / RENDERED_DIR / f".{inventory.artefact_name(node)}.intent"
+
+
+def is_current(inventory: Inventory, record: Ledger, node: Node) -> bool:
+    """Whether ``node``'s artefact is what its intent renders today, judged from the ledger alone.
+
+    No decryption and no doit database: this is what makes a fresh clone a no-op.
+    Bad input counts as "not current" so that the task runs and reports it.
+    """
+    entry = record.nodes.get(node.name)
+    if not entry or entry.get("artefact") != node_artefact(inventory, node):
+        return False
+    try:
+        if entry.get("intent") != intent_digest(inventory, node):
+            return False
+    except PipelineError:
+        return False
+    return sha256_file(inventory.root / node_artefact(inventory, node)) == entry.get("artefact_sha256")
+
+
+def render(inventory: Inventory, node: Node) -> Path:
+    """Render ``node`` to rendered/<cluster>-<node>.yaml (0600 in a 0700 folder)."""
+    result = render_node(inventory, node)
+    path = inventory.root / rendered_path(inventory, node)
+    write_plaintext(path, result.text)
+    write_plaintext(_intent_sidecar(inventory, node), result.intent)
+    return path
+
+
+@dataclass(frozen=True)
+class EncryptOutcome:
+    """What encrypting one node did: rewrote its artefact, or found it already current."""
+
+    node: str
+    rewritten: bool
+
+
+def _same_recipients(text: str, wanted: tuple[str, ...]) -> bool:
+    return guard.artefact_recipients(text) == tuple(sorted(wanted))
+
+
+def encrypt(inventory: Inventory, node: Node) -> EncryptOutcome:
+    """Encrypt ``node``'s rendered config into its artefact, unless the artefact already holds it.
+
+    The artefact is replaced atomically and only after sops succeeded and the result passed the
+    keyless guard; any failure leaves the previous artefact as it was.
+    """
+    root = inventory.root
+    artefact = node_artefact(inventory, node)
+    plain = root / rendered_path(inventory, node)
+    sidecar = _intent_sidecar(inventory, node)
+    if not plain.is_file() or not sidecar.is_file():
+        render(inventory, node)  # e.g. `doit encrypt:cp1` after a purge
+    text = plain.read_text(encoding="utf-8")
+    intent = sidecar.read_text(encoding="utf-8").strip()
+    documents = [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc is not None]
+
+    config = load_sops_config(root)
+    rule = config.rule_for(artefact) if config else None
+    if rule is None:
+        raise PipelineError("no .sops.yaml creation rule matches this artefact path", path=artefact)
+    # The rule is part of what the artefact encodes: new recipients or a new regex mean re-encrypt.
+    digest = ledger.keyed_digest(documents, ledger.canonical(rule.raw))
+
+    record = ledger.load_ledger(root)
+    entry = record.nodes.get(node.name) or {}
+    current_sha = sha256_file(root / artefact)
+    unchanged = False
+    if current_sha is not None:
+        current_text = (root / artefact).read_text(encoding="utf-8")
+        if not _same_recipients(current_text, rule.recipients):
+            unchanged = False
+        elif entry.get("artefact_sha256") == current_sha and digest is not None:
+            unchanged = entry.get("rendered") == digest
+        else:
+            # An artefact the ledger does not know (hand-made, checked out, rotated): only a
+            # decrypt can tell whether it already holds these documents.
+            try:
+                old = [doc for doc in yaml.load_all(sops.decrypt(artefact, root), Loader=_LOADER)
+                       if doc is not None]
+                unchanged = old == documents
+            except PipelineError:
+                unchanged = False
+
+    if not unchanged:
+        ciphertext = sops.encrypt(plain, artefact, root)
+        findings = guard.scan_artefact(ciphertext.decode(errors="replace"), artefact)
+        if findings:
+            raise PipelineError(f"sops output failed the guard, artefact left as it was: {findings[0]}",
+                                path=artefact)
+        ledger.atomic_write(root / artefact, ciphertext)
+        current_sha = ledger.sha256_bytes(ciphertext)
+
+    with ledger.updating(root) as record:
+        record.nodes[node.name] = {
+            "artefact": artefact,
+            "intent": intent,
+            "artefact_sha256": current_sha,
+            "rendered": digest,
+        }
+    return EncryptOutcome(node.name, rewritten=not unchanged)
+
+
+def prune_removed_nodes(inventory: Inventory) -> list[str]:
+    """Delete the artefacts (and ledger entries) of nodes no longer in the inventory."""
+    root = inventory.root
+    removed: list[str] = []
+    record = ledger.load_ledger(root)
+    gone = [name for name in record.nodes if name not in inventory.nodes]
+    if not gone:
+        return removed
+    with ledger.updating(root) as record:
+        for name in gone:
+            entry = record.nodes.pop(name, None) or {}
+            artefact = entry.get("artefact")
+            if artefact and artefact.startswith(f"{ENCRYPTED_DIR}/") and (root / artefact).is_file():
+                (root / artefact).unlink()
+                removed.append(artefact)
+    return removed
+
+
+def stage(inventory: Inventory) -> list[str] | None:
+    """`git add` the artefacts that changed, and the ledger; None when not in a git repository."""
+    root = inventory.root
+    if not git.is_repository(root):
+        return None
+    changed = [
+        path for path in git.changed_paths(root, f"{ENCRYPTED_DIR}/")
+        if path == LEDGER_FILE or (path.startswith(f"{ENCRYPTED_DIR}/") and path.endswith(".encrypted.yaml"))
+    ]
+    git.stage(root, changed)
+    return changed
+
+
+def keep_rendered() -> bool:
+    """Whether the user asked to keep plaintext after a promotion (`doit keep=1` or PROMOTE_KEEP=1)."""
+    try:
+        from doit import get_var
+
+        value = get_var("keep", None)
+    except Exception:  # outside a doit run
+        value = None
+    value = value if value is not None else os.environ.get("PROMOTE_KEEP", "")
+    return str(value).lower() in ("1", "true", "yes", "on")
+
+
+def purge_rendered(root: Path, names: list[str] | None = None) -> None:
+    """Remove plaintext under rendered/: the given stems, or everything (and the folder)."""
+    folder = root / RENDERED_DIR
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    if names is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for stem in names:
+        for path in (folder / f"{stem}.yaml", folder / f".{stem}.intent"):
+            path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # only when empty

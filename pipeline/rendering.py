@@ -1,0 +1,160 @@
+"""Rendering: a node's base config plus its patches, exactly as Talos would merge them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline import sops
+from pipeline.baseconfig import dump_documents
+from pipeline.errors import PipelineError
+from pipeline.inventory import Inventory, Node
+from pipeline.ledger import canonical, sha256_bytes, sha256_file
+from pipeline.patching import Patch, apply_patches, load_patch
+from pipeline.templating import render_template
+from pipeline.validation import validate_machine_config
+
+RENDERED_DIR = "rendered"
+ENCRYPTED_DIR = "encrypted"
+# Bump when rendering changes meaning in a way the code digest below would not catch.
+RENDER_FORMAT = 1
+_RENDERING_CODE = ("patching.py", "rendering.py", "templating.py", "validation.py")
+
+
+def base_artefact(role: str) -> str:
+    """Repo-relative path of the encrypted base config for ``role``."""
+    return f"{ENCRYPTED_DIR}/{role}.encrypted.yaml"
+
+
+def node_artefact(inventory: Inventory, node: Node | str) -> str:
+    """Repo-relative path of a node's encrypted artefact."""
+    return f"{ENCRYPTED_DIR}/{inventory.artefact_name(node)}.encrypted.yaml"
+
+
+def rendered_path(inventory: Inventory, node: Node | str) -> str:
+    """Repo-relative path of a node's transient plaintext."""
+    return f"{RENDERED_DIR}/{inventory.artefact_name(node)}.yaml"
+
+
+@cache
+def code_digest() -> str:
+    """Digest of the pipeline's own rendering code: a change to it is a change of every node's input."""
+    digest = hashlib.sha256(f"format {RENDER_FORMAT}".encode())
+    here = Path(__file__).parent
+    for name in _RENDERING_CODE:
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=8192)
+def _parse_patch(text: str, source: str) -> Patch:
+    # Keyed by the templated text: an untemplated shared patch is parsed once for the whole fleet.
+    return load_patch(text, source)
+
+
+def load_node_patches(inventory: Inventory, node: Node) -> list[Patch]:
+    """Template and parse ``node``'s patches, in order; errors name the patch file and line."""
+    context = inventory.template_context(node)
+    patches = []
+    for source in inventory.patches_for(node):
+        text = _read_patch(inventory.root / source, source)
+        patches.append(_parse_patch(render_template(text, source, context), source))
+    return patches
+
+
+@lru_cache(maxsize=1024)
+def _read_cached(path: str, mtime_ns: int, size: int) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _read_patch(path: Path, source: str) -> str:
+    try:
+        stat = os.stat(path)
+        return _read_cached(str(path), stat.st_mtime_ns, stat.st_size)
+    except FileNotFoundError:
+        raise PipelineError("patch file does not exist", path=source) from None
+    except UnicodeDecodeError:
+        raise PipelineError("patch file is not UTF-8 text", path=source) from None
+
+
+def intent_digest(inventory: Inventory, node: Node, patches: list[Patch] | None = None) -> str:
+    """Digest of everything ``node``'s rendered config depends on.
+
+    Patches count as parsed, templated documents, so a comment-only edit costs nothing.
+    """
+    if patches is None:
+        patches = load_node_patches(inventory, node)
+    base = sha256_file(inventory.root / base_artefact(node.role))
+    material = {
+        "code": code_digest(),
+        "cluster": inventory.cluster.name,
+        "node": node.name,
+        "role": node.role,
+        "base": base,
+        "patches": [[patch.source, patch.kind, list(patch.content)] for patch in patches],
+    }
+    return sha256_bytes(canonical(material))
+
+
+@lru_cache(maxsize=8)
+def _decrypt_base_cached(root: str, artefact: str, digest: str) -> str:
+    return sops.decrypt(artefact, Path(root))
+
+
+def base_documents(inventory: Inventory, role: str) -> list[dict[str, Any]]:
+    """The decrypted base config for ``role`` (one sops run per role per process)."""
+    artefact = base_artefact(role)
+    digest = sha256_file(inventory.root / artefact)
+    if digest is None:
+        raise PipelineError(f"base config for role {role} is missing: run doit bootstrap", path=artefact)
+    text = _decrypt_base_cached(str(inventory.root), artefact, digest)
+    return [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc is not None]
+
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A node's rendered config: its documents, their text, and the intent digest they came from."""
+
+    documents: list[dict[str, Any]]
+    text: str
+    intent: str
+
+
+def render_node(inventory: Inventory, node: Node) -> Rendered:
+    """Base(role) + shared + role + node patches -> a validated machine config."""
+    patches = load_node_patches(inventory, node)
+    intent = intent_digest(inventory, node, patches)
+    documents = apply_patches(base_documents(inventory, node.role), patches)
+    validate_machine_config(documents, f"node {node.name}")
+    return Rendered(documents, dump_documents(documents), intent)
+
+
+def write_plaintext(path: Path, text: str) -> None:
+    """Write plaintext under rendered/: folder 0700, file 0600 whatever the umask; atomically."""
+    folder = path.parent
+    if folder.is_symlink():
+        raise PipelineError("refusing a symlinked rendered/ folder", path=folder.name)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(folder, 0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

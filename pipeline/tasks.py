@@ -1,0 +1,229 @@
+"""The doit task graph: bootstrap -> render:<node> -> encrypt:<node> -> check -> stage.
+
+Each task wraps plain functions from the stage modules. Up-to-dateness comes from the committed
+ledger, never from rendered/ files or the local doit database, so a purge or a fresh clone
+costs nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from functools import cache, wraps
+from pathlib import Path
+from typing import Any
+
+from doit.exceptions import TaskFailed
+
+from pipeline import bootstrap as bootstrap_stage
+from pipeline import guard, promotion
+from pipeline.errors import PipelineError
+from pipeline.inventory import Inventory, load_inventory
+from pipeline.ledger import Ledger, load_ledger
+from pipeline.rendering import RENDERED_DIR
+
+DOIT_CONFIG: dict[str, Any] = {
+    "default_tasks": ["promote"],
+    "action_string_formatting": "new",
+}
+
+TaskDict = dict[str, Any]
+
+
+def _root() -> Path:
+    # doit runs from the folder of dodo.py: that is the repository.
+    return Path.cwd()
+
+
+@cache
+def _inventory() -> Inventory | PipelineError:
+    try:
+        return load_inventory(_root())
+    except PipelineError as error:
+        return error
+
+
+@cache
+def _ledger() -> Ledger | PipelineError:
+    try:
+        return load_ledger(_root())
+    except PipelineError as error:
+        return error
+
+
+@cache
+def _current(name: str) -> bool:
+    inventory, record = _inventory(), _ledger()
+    if isinstance(inventory, PipelineError) or isinstance(record, PipelineError):
+        return False
+    return promotion.is_current(inventory, record, inventory.nodes[name])
+
+
+def reset_caches() -> None:
+    """Forget what this process knows about the repo (`doit watch` reloads the graph per rebuild)."""
+    _inventory.cache_clear()
+    _ledger.cache_clear()
+    _current.cache_clear()
+
+
+def say(message: str) -> None:
+    """A user-facing progress line (stderr: doit captures an action's stdout)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn bad input into a task failure (exit 1, one line) instead of a traceback (exit 2)."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = func(*args, **kwargs)
+        except PipelineError as error:
+            return TaskFailed(str(error))
+        return None if result is None or result is True else result
+
+    return wrapper
+
+
+def _broken(basename: str, error: PipelineError, doc: str) -> TaskDict:
+    """A task that reports bad input (the graph cannot be built from a broken inventory)."""
+    return {"basename": basename, "doc": doc, "actions": [lambda: TaskFailed(str(error))],
+            "verbosity": 2}
+
+
+def _needs_inventory(basename: str, doc: str) -> Inventory | TaskDict:
+    inventory = _inventory()
+    if isinstance(inventory, PipelineError):
+        return _broken(basename, inventory, doc)
+    return inventory
+
+
+# --- the promotion path ---------------------------------------------------------------------
+
+
+def task_bootstrap() -> TaskDict:
+    """Make what is missing: age key, .sops.yaml, secrets bundle, base configs (never overwrites)."""
+    doc = task_bootstrap.__doc__ or ""
+    inventory = _needs_inventory("bootstrap", doc)
+    if isinstance(inventory, dict):
+        return inventory
+
+    @_user_errors
+    def run() -> None:
+        report = bootstrap_stage.bootstrap(inventory)
+        for path in report.made:
+            say(f"bootstrap: made {path}")
+        reset_caches()  # base digests just changed
+
+    def up_to_date() -> bool:
+        try:
+            return not bootstrap_stage.missing(inventory)
+        except PipelineError:
+            return False
+
+    return {"actions": [run], "uptodate": [up_to_date], "doc": doc, "verbosity": 2}
+
+
+def task_render() -> Iterator[TaskDict]:
+    """Render a node: base(role) + shared, role and node patches -> rendered/ (plaintext, 0600)."""
+    doc = task_render.__doc__ or ""
+    inventory = _needs_inventory("render", doc)
+    if isinstance(inventory, dict):
+        yield inventory
+        return
+    yield {"basename": "render", "name": None, "doc": doc}
+    keep = promotion.keep_rendered()
+    for node in inventory.nodes.values():
+        stem = inventory.artefact_name(node)
+        yield {
+            "name": node.name,
+            "doc": f"render {node.name} ({node.role}) to {RENDERED_DIR}/{stem}.yaml",
+            "actions": [_user_errors(lambda node=node: bool(promotion.render(inventory, node)))],
+            "task_dep": ["bootstrap"],
+            "uptodate": [lambda name=node.name: _current(name)],
+            # Teardown runs at the end of the run, even after a failure: plaintext never lingers.
+            "teardown": [] if keep else [lambda stem=stem: promotion.purge_rendered(_root(), [stem])],
+            "verbosity": 2,
+        }
+
+
+def task_encrypt() -> Iterator[TaskDict]:
+    """Encrypt a node's rendered config with sops into encrypted/ (skipped if already current)."""
+    doc = task_encrypt.__doc__ or ""
+    inventory = _needs_inventory("encrypt", doc)
+    if isinstance(inventory, dict):
+        yield inventory
+        return
+    yield {"basename": "encrypt", "name": None, "doc": doc}
+    for node in inventory.nodes.values():
+
+        @_user_errors
+        def run(node: Any = node) -> None:
+            outcome = promotion.encrypt(_inventory(), node)
+            state = "rewritten" if outcome.rewritten else "unchanged (same documents, artefact kept)"
+            say(f"promoted {node.name}: artefact {state}")
+
+        yield {
+            "name": node.name,
+            "doc": f"encrypt {node.name} to encrypted/{inventory.artefact_name(node)}.encrypted.yaml",
+            "actions": [run],
+            "task_dep": [f"render:{node.name}"],
+            "uptodate": [lambda name=node.name: _current(name)],
+            "verbosity": 2,
+        }
+
+
+def task_check() -> TaskDict:
+    """Keyless guard: nothing plaintext tracked or staged, every artefact SOPS, every secret ENC[...]."""
+    return {"actions": [_user_errors(_check_or_raise)], "doc": task_check.__doc__, "verbosity": 2}
+
+
+def task_stage() -> TaskDict:
+    """git add the artefacts that changed and the ledger (the versioned-state stage)."""
+    doc = task_stage.__doc__ or ""
+    inventory = _needs_inventory("stage", doc)
+    if isinstance(inventory, dict):
+        return inventory
+
+    @_user_errors
+    def run() -> None:
+        for path in promotion.prune_removed_nodes(inventory):
+            say(f"removed {path} (node no longer in cluster.yaml)")
+        staged = promotion.stage(inventory)
+        if staged is None:
+            say("stage: not a git repository, nothing staged")
+
+    return {"actions": [run], "doc": doc, "verbosity": 2}
+
+
+def task_promote() -> TaskDict:
+    """Promote intent to versioned state: bootstrap, render, encrypt, check, stage, purge plaintext."""
+    doc = task_promote.__doc__ or ""
+    inventory = _needs_inventory("promote", doc)
+    if isinstance(inventory, dict):
+        return inventory
+    keep = promotion.keep_rendered()
+
+    @_user_errors
+    def run() -> None:
+        _check_or_raise()
+        for path in promotion.prune_removed_nodes(inventory):
+            say(f"removed {path} (node no longer in cluster.yaml)")
+        if promotion.stage(inventory) is None:
+            say("stage: not a git repository, nothing staged")
+
+    return {
+        "actions": [run],
+        "task_dep": ["bootstrap", "render", "encrypt"],
+        # Also clears plaintext a killed run left behind.
+        "teardown": [] if keep else [lambda: promotion.purge_rendered(_root())],
+        "doc": doc,
+        "verbosity": 2,
+    }
+
+
+def _check_or_raise() -> None:
+    findings = guard.check(_root())
+    if findings:
+        more = f" (+{len(findings) - 20} more)" if len(findings) > 20 else ""
+        raise PipelineError("; ".join(findings[:20]) + more)
