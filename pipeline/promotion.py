@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -56,7 +58,7 @@ def render(inventory: Inventory, node: Node) -> Path:
     result = render_node(inventory, node)
     path = inventory.root / rendered_path(inventory, node)
     write_plaintext(path, result.text)
-    write_plaintext(_intent_sidecar(inventory, node), result.intent)
+    write_plaintext(_intent_sidecar(inventory, node), json.dumps(result.inputs))
     return path
 
 
@@ -66,6 +68,23 @@ class EncryptOutcome:
 
     node: str
     rewritten: bool
+    trigger: str
+
+
+def describe_trigger(entry: dict[str, Any], inputs: list[str], artefact_known: bool) -> str:
+    """Why a node was redone, in the user's terms: which intent file changed, new, base changed."""
+    if not entry:
+        return "new"
+    before = dict(item.rsplit(" ", 1) for item in entry.get("inputs") or [])
+    now = dict(item.rsplit(" ", 1) for item in inputs)
+    if not before:
+        return "first promotion recorded"
+    changed = [name for name in now if before.get(name) != now[name]]
+    changed += [f"{name} removed" for name in before if name not in now]
+    labels = {"base": "base config changed", "code": "pipeline code changed", "node": "inventory entry changed"}
+    if changed:
+        return ", ".join(labels.get(name, f"{name} changed") for name in changed)
+    return "intent unchanged" if artefact_known else "artefact changed outside the pipeline"
 
 
 def _same_recipients(text: str, wanted: tuple[str, ...]) -> bool:
@@ -85,7 +104,8 @@ def encrypt(inventory: Inventory, node: Node) -> EncryptOutcome:
     if not plain.is_file() or not sidecar.is_file():
         render(inventory, node)  # e.g. `doit encrypt:cp1` after a purge
     text = plain.read_text(encoding="utf-8")
-    intent = sidecar.read_text(encoding="utf-8").strip()
+    inputs = json.loads(sidecar.read_text(encoding="utf-8"))
+    intent = ledger.sha256_bytes(ledger.canonical(inputs))
     documents = [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc is not None]
 
     config = load_sops_config(root)
@@ -98,6 +118,7 @@ def encrypt(inventory: Inventory, node: Node) -> EncryptOutcome:
     record = ledger.load_ledger(root)
     entry = record.nodes.get(node.name) or {}
     current_sha = sha256_file(root / artefact)
+    artefact_known = current_sha is not None and entry.get("artefact_sha256") == current_sha
     unchanged = False
     if current_sha is not None:
         current_text = (root / artefact).read_text(encoding="utf-8")
@@ -124,14 +145,16 @@ def encrypt(inventory: Inventory, node: Node) -> EncryptOutcome:
         ledger.atomic_write(root / artefact, ciphertext)
         current_sha = ledger.sha256_bytes(ciphertext)
 
+    trigger = describe_trigger(entry, inputs, artefact_known)
     with ledger.updating(root) as record:
         record.nodes[node.name] = {
             "artefact": artefact,
             "intent": intent,
+            "inputs": inputs,
             "artefact_sha256": current_sha,
             "rendered": digest,
         }
-    return EncryptOutcome(node.name, rewritten=not unchanged)
+    return EncryptOutcome(node.name, rewritten=not unchanged, trigger=trigger)
 
 
 def prune_removed_nodes(inventory: Inventory) -> list[str]:

@@ -84,23 +84,26 @@ def _read_patch(path: Path, source: str) -> str:
         raise PipelineError("patch file is not UTF-8 text", path=source) from None
 
 
-def intent_digest(inventory: Inventory, node: Node, patches: list[Patch] | None = None) -> str:
-    """Digest of everything ``node``'s rendered config depends on.
+def intent_inputs(inventory: Inventory, node: Node, patches: list[Patch] | None = None) -> list[str]:
+    """Named digests of everything ``node``'s rendered config depends on, in order.
 
-    Patches count as parsed, templated documents, so a comment-only edit costs nothing.
+    Patches count as parsed, templated documents, so a comment-only edit changes nothing here.
     """
     if patches is None:
         patches = load_node_patches(inventory, node)
-    base = sha256_file(inventory.root / base_artefact(node.role))
-    material = {
-        "code": code_digest(),
-        "cluster": inventory.cluster.name,
-        "node": node.name,
-        "role": node.role,
-        "base": base,
-        "patches": [[patch.source, patch.kind, list(patch.content)] for patch in patches],
-    }
-    return sha256_bytes(canonical(material))
+    # "name digest" strings: one line each in the ledger, so its diffs stay readable.
+    inputs = [
+        f"node {inventory.cluster.name}/{node.name}/{node.role}",
+        f"code sha256:{code_digest()}",
+        f"base {sha256_file(inventory.root / base_artefact(node.role)) or 'missing'}",
+    ]
+    inputs.extend(f"{patch.source} {sha256_bytes(canonical([patch.kind, list(patch.content)]))}" for patch in patches)
+    return inputs
+
+
+def intent_digest(inventory: Inventory, node: Node, patches: list[Patch] | None = None) -> str:
+    """One digest of :func:`intent_inputs` (order included): what the ledger compares."""
+    return sha256_bytes(canonical(intent_inputs(inventory, node, patches)))
 
 
 @lru_cache(maxsize=8)
@@ -127,16 +130,21 @@ class Rendered:
 
     documents: list[dict[str, Any]]
     text: str
-    intent: str
+    inputs: list[str]
+
+    @property
+    def intent(self) -> str:
+        """The digest the ledger records for these inputs."""
+        return sha256_bytes(canonical(self.inputs))
 
 
 def render_node(inventory: Inventory, node: Node) -> Rendered:
     """Base(role) + shared + role + node patches -> a validated machine config."""
     patches = load_node_patches(inventory, node)
-    intent = intent_digest(inventory, node, patches)
+    inputs = intent_inputs(inventory, node, patches)
     documents = apply_patches(base_documents(inventory, node.role), patches)
     validate_machine_config(documents, f"node {node.name}")
-    return Rendered(documents, dump_documents(documents), intent)
+    return Rendered(documents, dump_documents(documents), inputs)
 
 
 def write_plaintext(path: Path, text: str) -> None:

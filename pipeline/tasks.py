@@ -16,15 +16,17 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from pipeline import bootstrap as bootstrap_stage
-from pipeline import guard, promotion
+from pipeline import guard, promotion, sops
 from pipeline.errors import PipelineError
 from pipeline.inventory import Inventory, load_inventory
 from pipeline.ledger import Ledger, load_ledger
 from pipeline.rendering import RENDERED_DIR
+from pipeline.report import PromotionReporter
 
 DOIT_CONFIG: dict[str, Any] = {
     "default_tasks": ["promote"],
     "action_string_formatting": "new",
+    "reporter": PromotionReporter,
 }
 
 TaskDict = dict[str, Any]
@@ -72,15 +74,21 @@ def say(message: str) -> None:
 
 
 def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn bad input into a task failure (exit 1, one line) instead of a traceback (exit 2)."""
+    """Turn bad input into a task failure (exit 1, one line) instead of a traceback (exit 2).
+
+    A successful action returns a dict of values for the report (including sops runs).
+    """
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        runs = sops.RUNS
         try:
             result = func(*args, **kwargs)
         except PipelineError as error:
             return TaskFailed(str(error))
-        return None if result is None or result is True else result
+        values = dict(result) if isinstance(result, dict) else {}
+        values["sops_runs"] = sops.RUNS - runs
+        return values
 
     return wrapper
 
@@ -109,11 +117,10 @@ def task_bootstrap() -> TaskDict:
         return inventory
 
     @_user_errors
-    def run() -> None:
+    def run() -> dict[str, Any]:
         report = bootstrap_stage.bootstrap(inventory)
-        for path in report.made:
-            say(f"bootstrap: made {path}")
         reset_caches()  # base digests just changed
+        return {"lines": [f"bootstrap: made {path}" for path in report.made]}
 
     def up_to_date() -> bool:
         try:
@@ -158,10 +165,9 @@ def task_encrypt() -> Iterator[TaskDict]:
     for node in inventory.nodes.values():
 
         @_user_errors
-        def run(node: Any = node) -> None:
-            outcome = promotion.encrypt(_inventory(), node)
-            state = "rewritten" if outcome.rewritten else "unchanged (same documents, artefact kept)"
-            say(f"promoted {node.name}: artefact {state}")
+        def run(node: Any = node) -> dict[str, Any]:
+            outcome = promotion.encrypt(inventory, node)
+            return {"rewritten": outcome.rewritten, "trigger": outcome.trigger}
 
         yield {
             "name": node.name,
@@ -186,12 +192,8 @@ def task_stage() -> TaskDict:
         return inventory
 
     @_user_errors
-    def run() -> None:
-        for path in promotion.prune_removed_nodes(inventory):
-            say(f"removed {path} (node no longer in cluster.yaml)")
-        staged = promotion.stage(inventory)
-        if staged is None:
-            say("stage: not a git repository, nothing staged")
+    def run() -> dict[str, Any]:
+        return {"lines": _stage_lines(inventory)}
 
     return {"actions": [run], "doc": doc, "verbosity": 2}
 
@@ -205,12 +207,9 @@ def task_promote() -> TaskDict:
     keep = promotion.keep_rendered()
 
     @_user_errors
-    def run() -> None:
+    def run() -> dict[str, Any]:
         _check_or_raise()
-        for path in promotion.prune_removed_nodes(inventory):
-            say(f"removed {path} (node no longer in cluster.yaml)")
-        if promotion.stage(inventory) is None:
-            say("stage: not a git repository, nothing staged")
+        return {"lines": _stage_lines(inventory)}
 
     return {
         "actions": [run],
@@ -220,6 +219,14 @@ def task_promote() -> TaskDict:
         "doc": doc,
         "verbosity": 2,
     }
+
+
+def _stage_lines(inventory: Inventory) -> list[str]:
+    lines = [f"removed {path} (node no longer in cluster.yaml)" for path in promotion.prune_removed_nodes(inventory)]
+    staged = promotion.stage(inventory)
+    if staged is None:
+        lines.append("stage: not a git repository, nothing staged")
+    return lines
 
 
 def _check_or_raise() -> None:

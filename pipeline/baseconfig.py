@@ -1,0 +1,274 @@
+"""Base Talos machine configs and talosconfig, generated natively like `talosctl gen config`.
+
+The v1alpha1 document comes from one jinja2 template (``templates/v1alpha1.yaml.j2``) shared by
+every supported version contract, rather than one template per contract: the v1.11, v1.12 and
+v1.13 outputs differ in a handful of lines, and Talos itself decides each of those lines with a
+named VersionContract predicate.  Mirroring those predicates as flags (``_Features``) keeps each
+difference visible in one place and makes a new contract a new row rather than a new copy of
+~130 lines.  Templates rather than Python dicts because the result should read like the YAML a
+reviewer compares against talosctl's output; values enter only through the ``q`` filter (JSON
+string = YAML double-quoted scalar), so base64, tokens and URLs can never be re-typed or break
+the document.  The tiny talosconfig is built as a dict.
+
+``dump_documents`` writes Talos's own encoding (go-yaml v3 style, 4-space indent), which
+reproduces the stability fixtures byte for byte.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+from urllib.parse import urlparse
+
+import jinja2
+import yaml
+
+from pipeline.errors import PipelineError
+from pipeline.secrets_bundle import SUPPORTED_CONTRACTS, contract, issue_admin_certificate, validate_bundle
+
+__all__ = [
+    "SUPPORTED_CONTRACTS",
+    "ClusterParams",
+    "contract",
+    "dump_documents",
+    "generate_base",
+    "generate_talosconfig",
+]
+
+ROLES = ("controlplane", "worker")
+INSTALLER_IMAGE = "ghcr.io/siderolabs/installer"
+KUBELET_IMAGE = "ghcr.io/siderolabs/kubelet"
+K8S_REGISTRY = "registry.k8s.io"
+# Talos picks IPv6 defaults only when the endpoint *string* is an IPv6 address (never for a URL).
+_IPV4_NETS = ("10.244.0.0/16", "10.96.0.0/12")
+_IPV6_NETS = ("fc00:db8:10::/56", "fc00:db8:20::/112")
+_K8S_VERSION = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
+_FULL_TALOS_VERSION = re.compile(r"^v\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    """What `talosctl gen config` is told on its command line."""
+
+    name: str
+    endpoint: str  # https://host:6443
+    talos_version: str  # "v1.11.5" or "v1.11" -> contract v1.11
+    kubernetes_version: str  # "v1.34.1" or "1.34.1"
+    install_disk: str | None = None  # when set, machine.install.disk (+ the default installer image)
+    install_image: str | None = None
+
+
+@dataclass(frozen=True)
+class _Features:
+    """Talos VersionContract predicates that change the base config between v1.11 and v1.13."""
+
+    hide_rbac_and_key_usage: bool  # HideRBACAndKeyUsage: > v1.11
+    hide_disable_psp: bool  # HideDisablePSP: > v1.11
+    populate_cluster_sans: bool  # PopulateClusterSANsFromEndpoint: <= v1.11
+    grub_use_uki_cmdline: bool  # GrubUseUKICmdlineDefault: > v1.11
+    legacy_stable_hostname: bool  # StableHostnameEnabled && !MultidocNetworkConfigSupported
+    hostname_config_document: bool  # MultidocNetworkConfigSupported: > v1.11
+    empty_machine_network: bool  # !KubeSpanMultidocConfig: <= v1.12
+
+
+def _features(contract_name: str) -> _Features:
+    minor = int(contract_name.split(".")[1])  # every supported contract is 1.x
+    return _Features(
+        hide_rbac_and_key_usage=minor > 11,
+        hide_disable_psp=minor > 11,
+        populate_cluster_sans=minor <= 11,
+        grub_use_uki_cmdline=minor > 11,
+        legacy_stable_hostname=minor <= 11,
+        hostname_config_document=minor > 11,
+        empty_machine_network=minor <= 12,
+    )
+
+
+def _quote(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"template value must be a string, got {type(value).__name__}")
+    # ensure_ascii keeps every character escaped as \\uXXXX where YAML might otherwise fold it.
+    return json.dumps(value, ensure_ascii=True)
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("pipeline", "templates"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # YAML, not HTML
+        keep_trailing_newline=True,
+    )
+    env.filters["q"] = _quote
+    return env
+
+
+def _render(template: str, **context: Any) -> dict:
+    text = _environment().get_template(template).render(**context)
+    document = yaml.safe_load(text)
+    if not isinstance(document, dict):
+        raise AssertionError(f"template {template} did not render a mapping")
+    return document
+
+
+def _kubernetes_version(params: ClusterParams) -> str:
+    version = str(params.kubernetes_version).strip().removeprefix("v")
+    if not _K8S_VERSION.match(version):
+        raise PipelineError(
+            f"invalid Kubernetes version {params.kubernetes_version!r}: expected like v1.34.1"
+        )
+    return version
+
+
+def _check_params(params: ClusterParams) -> str:
+    if not isinstance(params.name, str) or not params.name.strip():
+        raise PipelineError("cluster name must be a non-empty string")
+    parsed = urlparse(params.endpoint) if isinstance(params.endpoint, str) else None
+    if parsed is None or parsed.scheme not in ("https", "http") or not parsed.hostname:
+        raise PipelineError(
+            f"invalid cluster endpoint {params.endpoint!r}: expected a URL like https://host:6443"
+        )
+    return contract(params.talos_version)
+
+
+def _install(params: ClusterParams) -> dict[str, str | None]:
+    image = params.install_image
+    if params.install_disk and not image:
+        # talosctl's default is its own installer at its own version; a bare contract has no tag.
+        version = "v" + str(params.talos_version).strip().removeprefix("v")
+        if not _FULL_TALOS_VERSION.match(version):
+            raise PipelineError(
+                f"install_disk needs a full Talos version (like v1.11.5) to pick the installer image, "
+                f"got {params.talos_version!r}; or set install_image"
+            )
+        image = f"{INSTALLER_IMAGE}:{version}"
+    return {"disk": params.install_disk or None, "image": image or None}
+
+
+def _subnets(endpoint: str) -> tuple[str, str]:
+    try:
+        is_v6 = ipaddress.ip_address(endpoint).version == 6
+    except ValueError:
+        is_v6 = False
+    return _IPV6_NETS if is_v6 else _IPV4_NETS
+
+
+def generate_base(role: str, bundle: dict, params: ClusterParams) -> list[dict]:
+    """The base machine config documents for role 'controlplane' or 'worker'.
+
+    v1alpha1 first; contracts v1.12+ add a HostnameConfig document.  With ``install_disk`` and
+    ``install_image`` unset the result is exactly what talosctl's generator gives for the bundle.
+    """
+    if role not in ROLES:
+        raise PipelineError(f"unknown machine role {role!r}: expected one of {', '.join(ROLES)}")
+    contract_name = _check_params(params)
+    validate_bundle(bundle, "<secrets bundle>")
+    features = _features(contract_name)
+    k8s = _kubernetes_version(params)
+    pod_subnet, service_subnet = _subnets(params.endpoint)
+    hostname = urlparse(params.endpoint).hostname
+    documents = [
+        _render(
+            "v1alpha1.yaml.j2",
+            role=role,
+            controlplane=role == "controlplane",
+            bundle=bundle,
+            features=features,
+            name=params.name,
+            endpoint=params.endpoint,
+            pod_subnet=pod_subnet,
+            service_subnet=service_subnet,
+            # Talos <= 1.11 adds the endpoint's host to the API server SANs.
+            api_server_sans=[hostname] if features.populate_cluster_sans and hostname else [],
+            install=_install(params),
+            images={
+                "kubelet": f"{KUBELET_IMAGE}:v{k8s}",
+                "apiserver": f"{K8S_REGISTRY}/kube-apiserver:v{k8s}",
+                "controller_manager": f"{K8S_REGISTRY}/kube-controller-manager:v{k8s}",
+                "proxy": f"{K8S_REGISTRY}/kube-proxy:v{k8s}",
+                "scheduler": f"{K8S_REGISTRY}/kube-scheduler:v{k8s}",
+            },
+        )
+    ]
+    if features.hostname_config_document:
+        documents.append(_render("hostnameconfig.yaml.j2"))
+    return documents
+
+
+def generate_talosconfig(
+    bundle: dict,
+    params: ClusterParams,
+    endpoints: list[str],
+    now: datetime | None = None,
+    nodes: list[str] | None = None,
+) -> dict:
+    """A talosctl client config like the one `talosctl gen config` writes.
+
+    One context named after the cluster with ``endpoints`` (and ``nodes`` when given: talosctl
+    leaves them out), ``ca`` = the os CA certificate, and ``crt``/``key`` of a fresh admin client
+    certificate (O=os:admin, signed by the os CA, Ed25519, valid 365 days from ``now``).
+    """
+    _check_params(params)
+    validate_bundle(bundle, "<secrets bundle>")
+    if isinstance(endpoints, str) or not all(isinstance(e, str) and e for e in endpoints):
+        raise PipelineError("talosconfig endpoints must be a list of non-empty strings")
+    crt, key = issue_admin_certificate(bundle, now=now)
+    context: dict[str, Any] = {"endpoints": list(endpoints)}
+    if nodes:
+        context["nodes"] = list(nodes)
+    context.update({"ca": bundle["certs"]["os"]["crt"], "crt": crt, "key": key})
+    return {"context": params.name, "contexts": {params.name: context}}
+
+
+class _TalosDumper(yaml.SafeDumper):
+    """PyYAML dumper emitting go-yaml v3's layout, which is what Talos writes."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        # go-yaml never writes indentless sequences; a collection that starts on a "- " line is
+        # indented by 2 (past the indicator), everything else to the next multiple of the indent.
+        self.indents.append(self.indent)
+        if self.indent is None:
+            self.indent = self.best_indent if flow else 0
+        elif self.states and self.states[-1] == self.expect_block_sequence_item:
+            self.indent += 2
+        else:
+            self.indent = self.best_indent * ((self.indent + self.best_indent) // self.best_indent)
+
+    def choose_scalar_style(self) -> str:
+        # go-yaml quotes with double quotes ("" for an empty string) where PyYAML uses single ones.
+        style = super().choose_scalar_style()
+        return '"' if style == "'" else style
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # Multi-line strings (inline manifests, certificates) as literal blocks, like go-yaml; the
+    # emitter falls back to quoting when a literal block cannot hold the text exactly.
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_TalosDumper.add_representer(str, _represent_str)
+
+
+def dump_documents(documents: list[dict]) -> str:
+    """YAML text of a multi-document config in Talos's encoding.
+
+    4-space indent, key order preserved, ``---`` between documents.
+    """
+    return "---\n".join(
+        yaml.dump(
+            document,
+            Dumper=_TalosDumper,
+            indent=4,
+            sort_keys=False,
+            default_flow_style=False,
+            allow_unicode=True,
+            width=2**31 - 1,  # go-yaml does not fold long lines
+        )
+        for document in documents
+    )
