@@ -150,6 +150,15 @@ def _install(params: ClusterParams) -> dict[str, str | None]:
     return {"disk": params.install_disk or None, "image": image or None}
 
 
+def _encryption(bundle: dict) -> dict[str, str]:
+    secrets = bundle["secrets"]
+    if secrets.get("secretboxencryptionsecret"):
+        return {"field": "secretboxEncryptionSecret", "secret": secrets["secretboxencryptionsecret"]}
+    # A pre-1.3 bundle only has an AES-CBC key.  talosctl would drop it for these contracts (and
+    # leave the cluster without etcd encryption at rest); keeping it is the safer reading.
+    return {"field": "aescbcEncryptionSecret", "secret": secrets["aescbcencryptionsecret"]}
+
+
 def _subnets(endpoint: str) -> tuple[str, str]:
     try:
         is_v6 = ipaddress.ip_address(endpoint).version == 6
@@ -186,6 +195,7 @@ def generate_base(role: str, bundle: dict, params: ClusterParams) -> list[dict]:
             # Talos <= 1.11 adds the endpoint's host to the API server SANs.
             api_server_sans=[hostname] if features.populate_cluster_sans and hostname else [],
             install=_install(params),
+            encryption=_encryption(bundle),
             images={
                 "kubelet": f"{KUBELET_IMAGE}:v{k8s}",
                 "apiserver": f"{K8S_REGISTRY}/kube-apiserver:v{k8s}",

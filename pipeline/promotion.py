@@ -112,8 +112,11 @@ def encrypt(inventory: Inventory, node: Node) -> EncryptOutcome:
     rule = config.rule_for(artefact) if config else None
     if rule is None:
         raise PipelineError("no .sops.yaml creation rule matches this artefact path", path=artefact)
-    # The rule is part of what the artefact encodes: new recipients or a new regex mean re-encrypt.
-    digest = ledger.keyed_digest(documents, ledger.canonical(rule.raw))
+    # What the rule encrypts is part of what the artefact encodes (a new regex means re-encrypt);
+    # who it is encrypted for is compared on the artefact itself, and is `doit rekey`'s business.
+    shape = {key: rule.raw.get(key) for key in ("encrypted_regex", "unencrypted_regex", "encrypted_suffix",
+                                                "unencrypted_suffix", "mac_only_encrypted")}
+    digest = ledger.keyed_digest(documents, ledger.canonical(shape))
 
     record = ledger.load_ledger(root)
     entry = record.nodes.get(node.name) or {}

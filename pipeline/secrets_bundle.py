@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.name import _ASN1Type
@@ -127,7 +128,10 @@ def load_private_key(pem: bytes) -> PrivateKey:
         raise ValueError(f"unexpected PEM label {label!r}")
     # OpenSSL's full RSA check (primality tests) costs ~0.25 s for a 4096-bit key and runs on every
     # validation; the structure is still parsed, and Kubernetes checks the key when it loads it.
-    key = serialization.load_der_private_key(der, password=None, unsafe_skip_rsa_key_validation=True)
+    try:
+        key = serialization.load_der_private_key(der, password=None, unsafe_skip_rsa_key_validation=True)
+    except (TypeError, UnsupportedAlgorithm) as error:  # encrypted, or an algorithm Talos never writes
+        raise ValueError(str(error)) from None
     expected: dict[str, type | tuple[type, ...]] = {
         "EC PRIVATE KEY": ec.EllipticCurvePrivateKey,
         "ED25519 PRIVATE KEY": ed25519.Ed25519PrivateKey,

@@ -356,3 +356,17 @@ def test_dump_reproduces_talos_encoded_patch_results(name: str) -> None:
     # Other Talos-written outputs (inline manifests, multi-document files) re-encode identically.
     text = fixture("configpatcher", *name.split("/")).read_text()
     assert dump_documents(list(yaml.safe_load_all(text))) == text
+
+
+
+def test_legacy_aescbc_bundle_keeps_its_encryption_secret(bundle: dict) -> None:
+    # A pre-1.3 bundle has an AES-CBC key instead of secretbox; it must not be dropped.
+    secret = bundle["secrets"]["secretboxencryptionsecret"]
+    legacy = {**bundle, "secrets": {"bootstraptoken": bundle["secrets"]["bootstraptoken"],
+                                    "aescbcencryptionsecret": secret}}
+    documents = generate_base("controlplane", legacy, base_params("v1.11"))
+    cluster = documents[0]["cluster"]
+    assert "secretboxEncryptionSecret" not in cluster
+    assert cluster["aescbcEncryptionSecret"] == secret
+    assert list(cluster).index("aescbcEncryptionSecret") == list(cluster).index("token") + 1
+    assert bundle_from_config(documents) == legacy

@@ -133,11 +133,9 @@ def test_keyed_items_in_one_patch_merge_among_themselves() -> None:
 
 
 def test_extension_service_config_files_merge_by_mount_path() -> None:
-    config = (
-        V1
-        + "---\napiVersion: v1alpha1\nkind: ExtensionServiceConfig\nname: x\nconfigFiles: [{content: a, mountPath: /a}]\n"
-    )
-    patch = "apiVersion: v1alpha1\nkind: ExtensionServiceConfig\nname: x\nconfigFiles: [{content: b, mountPath: /a}, {content: c, mountPath: /c}]\n"
+    head = "apiVersion: v1alpha1\nkind: ExtensionServiceConfig\nname: x\n"
+    config = V1 + "---\n" + head + "configFiles: [{content: a, mountPath: /a}]\n"
+    patch = head + "configFiles: [{content: b, mountPath: /a}, {content: c, mountPath: /c}]\n"
     out = apply_one(config, patch)
     assert out[1]["configFiles"] == [{"content": "b", "mountPath": "/a"}, {"content": "c", "mountPath": "/c"}]
 
@@ -186,10 +184,10 @@ def test_delete_a_list_item_selected_by_its_first_key() -> None:
 
 
 def test_delete_runs_before_merge_of_the_same_document() -> None:
+    head = "apiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\n"
     out = apply_one(
-        V1
-        + "machine: {certSANs: [a, b]}\n---\napiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\naddresses: [{address: 1.1.1.1/32}]\n",
-        "apiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\naddresses:\n  - {address: 2.2.2.2/32}\n  - {address: 1.1.1.1/32, $patch: delete}\n",
+        V1 + "---\n" + head + "addresses: [{address: 1.1.1.1/32}]\n",
+        head + "addresses:\n  - {address: 2.2.2.2/32}\n  - {address: 1.1.1.1/32, $patch: delete}\n",
     )
     assert out[1]["addresses"] == [{"address": "2.2.2.2/32"}]
 
@@ -257,22 +255,14 @@ def test_unsupported_patch_directive() -> None:
 
 def test_unmatched_patch_document_is_appended_and_v1alpha1_comes_first() -> None:
     docs = [{"apiVersion": "v1alpha1", "kind": "HostnameConfig", "hostname": "a"}]
-    out = apply_patches(
-        docs,
-        [
-            strategic(
-                "apiVersion: v1alpha1\nkind: KubeSpanConfig\nenabled: true\n---\nversion: v1alpha1\nmachine: {type: worker}\n"
-            )
-        ],
-    )
+    patch = strategic("apiVersion: v1alpha1\nkind: KubeSpanConfig\nenabled: true\n---\n" + V1 + "machine: {}\n")
+    out = apply_patches(docs, [patch])
     assert [doc.get("kind") for doc in out] == [None, "HostnameConfig", "KubeSpanConfig"]
 
 
 def test_named_documents_are_matched_by_name() -> None:
-    config = (
-        V1
-        + "---\napiVersion: v1alpha1\nkind: LinkConfig\nname: a\nmtu: 1\n---\napiVersion: v1alpha1\nkind: LinkConfig\nname: b\nmtu: 1\n"
-    )
+    link = "apiVersion: v1alpha1\nkind: LinkConfig\nname: {}\nmtu: 1\n"
+    config = V1 + "---\n" + link.format("a") + "---\n" + link.format("b")
     out = apply_one(config, "apiVersion: v1alpha1\nkind: LinkConfig\nname: b\nmtu: 2\n")
     assert [doc.get("mtu") for doc in out] == [None, 1, 2]
 
