@@ -6,8 +6,8 @@ v1.13 outputs differ in a handful of lines, and Talos itself decides each of tho
 named VersionContract predicate.  Mirroring those predicates as flags (``_Features``) keeps each
 difference visible in one place and makes a new contract a new row rather than a new copy of
 ~130 lines.  Templates rather than Python dicts because the result should read like the YAML a
-reviewer compares against talosctl's output; values enter only through the ``q`` filter (JSON
-string = YAML double-quoted scalar), so base64, tokens and URLs can never be re-typed or break
+reviewer compares against talosctl's output; values enter only through the ``q`` filter (a fully
+escaped YAML double-quoted scalar), so base64, tokens and URLs can never be re-typed or break
 the document.  The tiny talosconfig is built as a dict.
 
 ``dump_documents`` writes Talos's own encoding (go-yaml v3 style, 4-space indent), which
@@ -16,8 +16,6 @@ reproduces the stability fixtures byte for byte.
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,9 +42,10 @@ ROLES = ("controlplane", "worker")
 INSTALLER_IMAGE = "ghcr.io/siderolabs/installer"
 KUBELET_IMAGE = "ghcr.io/siderolabs/kubelet"
 K8S_REGISTRY = "registry.k8s.io"
-# Talos picks IPv6 defaults only when the endpoint *string* is an IPv6 address (never for a URL).
-_IPV4_NETS = ("10.244.0.0/16", "10.96.0.0/12")
-_IPV6_NETS = ("fc00:db8:10::/56", "fc00:db8:20::/112")
+# Talos switches to IPv6 defaults only when the endpoint string is a bare IPv6 address, which an
+# endpoint URL never is: talosctl always ends up with these.
+POD_SUBNET = "10.244.0.0/16"
+SERVICE_SUBNET = "10.96.0.0/12"
 _K8S_VERSION = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
 _FULL_TALOS_VERSION = re.compile(r"^v\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
 
@@ -90,10 +89,24 @@ def _features(contract_name: str) -> _Features:
 
 
 def _quote(value: Any) -> str:
+    """A YAML double-quoted scalar that parses back to exactly ``value``, whatever it contains."""
     if not isinstance(value, str):
         raise TypeError(f"template value must be a string, got {type(value).__name__}")
-    # ensure_ascii keeps every character escaped as \\uXXXX where YAML might otherwise fold it.
-    return json.dumps(value, ensure_ascii=True)
+    # Everything outside printable ASCII is escaped, so YAML can neither fold line separators nor
+    # reject control characters; astral characters need YAML's \U escape (JSON would write a
+    # surrogate pair, which PyYAML does not recombine).
+    out = []
+    for char in value:
+        code = ord(char)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif 0x20 <= code < 0x7F:
+            out.append(char)
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
 
 
 @cache
@@ -159,14 +172,6 @@ def _encryption(bundle: dict) -> dict[str, str]:
     return {"field": "aescbcEncryptionSecret", "secret": secrets["aescbcencryptionsecret"]}
 
 
-def _subnets(endpoint: str) -> tuple[str, str]:
-    try:
-        is_v6 = ipaddress.ip_address(endpoint).version == 6
-    except ValueError:
-        is_v6 = False
-    return _IPV6_NETS if is_v6 else _IPV4_NETS
-
-
 def generate_base(role: str, bundle: dict, params: ClusterParams) -> list[dict]:
     """The base machine config documents for role 'controlplane' or 'worker'.
 
@@ -179,7 +184,6 @@ def generate_base(role: str, bundle: dict, params: ClusterParams) -> list[dict]:
     validate_bundle(bundle, "<secrets bundle>")
     features = _features(contract_name)
     k8s = _kubernetes_version(params)
-    pod_subnet, service_subnet = _subnets(params.endpoint)
     hostname = urlparse(params.endpoint).hostname
     documents = [
         _render(
@@ -190,8 +194,8 @@ def generate_base(role: str, bundle: dict, params: ClusterParams) -> list[dict]:
             features=features,
             name=params.name,
             endpoint=params.endpoint,
-            pod_subnet=pod_subnet,
-            service_subnet=service_subnet,
+            pod_subnet=POD_SUBNET,
+            service_subnet=SERVICE_SUBNET,
             # Talos <= 1.11 adds the endpoint's host to the API server SANs.
             api_server_sans=[hostname] if features.populate_cluster_sans and hostname else [],
             install=_install(params),

@@ -22,7 +22,7 @@ from typing import Any
 from pipeline.errors import PipelineError
 
 LEDGER_FILE = "encrypted/ledger.json"
-LOCK_FILE = ".promote.lock"
+LOCK_FILE = ".promote-ledger.lock"
 FORMAT_VERSION = 1
 
 

@@ -52,9 +52,9 @@ class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
     """Safe loader whose plain scalars resolve as Talos's Go YAML decoder sees them.
 
     PyYAML implements YAML 1.1: ``yes``/``on``/``off`` become booleans, ``12:30`` a
-    base-60 integer and ``2024-01-01`` a date. Talos decodes those as strings, so a
-    label ``zone: no`` must stay the string ``no`` through our pipeline too.
-    Duplicate keys are refused, as Talos refuses them.
+    base-60 integer and ``2024-01-01`` a date. Talos's decoder (YAML 1.2 rules) keeps
+    them strings, so a label ``zone: no`` must not turn into ``false`` on its way
+    through our pipeline. Duplicate keys are refused, as Talos refuses them.
     """
 
     def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:

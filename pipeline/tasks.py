@@ -16,7 +16,7 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from pipeline import bootstrap as bootstrap_stage
-from pipeline import guard, promotion, sops
+from pipeline import guard, promotion, runlock, sops
 from pipeline.errors import PipelineError
 from pipeline.inventory import Inventory, load_inventory
 from pipeline.ledger import Ledger, load_ledger
@@ -25,6 +25,9 @@ from pipeline.report import PromotionReporter
 
 DOIT_CONFIG: dict[str, Any] = {
     "default_tasks": ["promote"],
+    # Also in pyproject.toml's [tool.doit]; repeated so a dodo.py without it behaves the same.
+    "dep_file": ".doit.db",
+    "check_file_uptodate": "md5",
     "action_string_formatting": "new",
     "reporter": PromotionReporter,
 }
@@ -66,6 +69,29 @@ def reset_caches() -> None:
     _inventory.cache_clear()
     _ledger.cache_clear()
     _current.cache_clear()
+
+
+def _lock() -> None:
+    """Take the run lock (in doit's main process, before any worker writes); PipelineError if busy."""
+    runlock.acquire(_root())
+
+
+def _locked_uptodate(check: Callable[[], bool]) -> Callable[[], bool]:
+    """An uptodate callable that first takes the run lock; a busy lock makes the task run and fail."""
+
+    def up_to_date() -> bool:
+        try:
+            _lock()
+        except PipelineError:
+            return False
+        return check()
+
+    return up_to_date
+
+
+def _require_lock() -> None:
+    if not runlock.held(_root()):
+        _lock()  # raises the one-line "another promotion is running"
 
 
 def say(message: str) -> None:
@@ -118,6 +144,7 @@ def task_bootstrap() -> TaskDict:
 
     @_user_errors
     def run() -> dict[str, Any]:
+        _require_lock()
         report = bootstrap_stage.bootstrap(inventory)
         reset_caches()  # base digests just changed
         return {"lines": [f"bootstrap: made {path}" for path in report.made]}
@@ -128,7 +155,7 @@ def task_bootstrap() -> TaskDict:
         except PipelineError:
             return False
 
-    return {"actions": [run], "uptodate": [up_to_date], "doc": doc, "verbosity": 2}
+    return {"actions": [run], "uptodate": [_locked_uptodate(up_to_date)], "doc": doc, "verbosity": 2}
 
 
 def task_render() -> Iterator[TaskDict]:
@@ -193,9 +220,10 @@ def task_stage() -> TaskDict:
 
     @_user_errors
     def run() -> dict[str, Any]:
+        _require_lock()
         return {"lines": _stage_lines(inventory)}
 
-    return {"actions": [run], "doc": doc, "verbosity": 2}
+    return {"actions": [run], "uptodate": [_locked_uptodate(lambda: False)], "doc": doc, "verbosity": 2}
 
 
 def task_promote() -> TaskDict:

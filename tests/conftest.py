@@ -15,7 +15,7 @@ import pytest
 PROJECT = Path(__file__).resolve().parents[1]
 FIXTURES = PROJECT.parent / "shared" / "talos-fixtures"
 # What a user's cluster repo holds: the wiring, the intent and the ignore rules.
-EXAMPLE_FILES = ("dodo.py", "cluster.yaml", "patches", ".gitignore")
+EXAMPLE_FILES = ("dodo.py", "pyproject.toml", "cluster.yaml", "patches", ".gitignore")
 
 
 def _clean_env(home: Path, log: Path) -> dict[str, str]:

@@ -210,7 +210,7 @@ def test_broken_bundle_is_a_pipeline_error(bundle: dict) -> None:
 
 def test_values_are_never_reinterpreted_by_yaml(bundle: dict) -> None:
     # Names that YAML would otherwise read as bools, numbers, or mappings stay strings.
-    for name in ("yes", "1.10", "a: b", 'quote"d', "#hash", "null"):
+    for name in ("yes", "1.10", "a: b", 'quote"d', "back\\slash", "#hash", "null", "tab\t", "line\u2028sep", "😀"):
         params = base_params("v1.11", name=name, endpoint="https://10.0.0.1:6443")
         document = generate_base("controlplane", bundle, params)[0]
         assert document["cluster"]["clusterName"] == name

@@ -156,12 +156,50 @@ def test_audit_policy_is_replaced_wholesale() -> None:
     assert out[0]["cluster"]["apiServer"]["auditPolicy"] == {"kind": "Policy", "rules": [{"level": "None"}]}
 
 
+def test_replace_field_cleared_by_empty_list_but_not_by_empty_mapping() -> None:
+    # Go decodes [] to a non-nil empty slice (set, so it replaces) and {} to a zero struct (not set).
+    out = apply_one(
+        V1 + "cluster: {network: {podSubnets: [10.0.0.0/8]}, apiServer: {auditPolicy: {kind: Policy}}}\n",
+        "cluster: {network: {podSubnets: []}, apiServer: {auditPolicy: {}}}\n",
+    )
+    assert out[0]["cluster"] == {"network": {"podSubnets": []}, "apiServer": {"auditPolicy": {"kind": "Policy"}}}
+
+
+def test_replace_fields_of_other_documents() -> None:
+    head = "apiVersion: v1alpha1\nkind: NetworkRuleConfig\nname: r\n"
+    out = apply_one(
+        V1 + "---\n" + head + "portSelector: {ports: [22], protocol: tcp}\ningress: [{subnet: 10.0.0.0/8}]\n",
+        head + "portSelector: {ports: [443]}\ningress: [{subnet: 192.168.0.0/16}]\n",
+    )
+    assert out[1]["portSelector"] == {"ports": [443], "protocol": "tcp"}
+    assert out[1]["ingress"] == [{"subnet": "192.168.0.0/16"}]
+
+
+def test_image_verification_rules_replace_by_image() -> None:
+    head = "apiVersion: v1alpha1\nkind: ImageVerificationConfig\n"
+    out = apply_one(
+        V1 + "---\n" + head + "rules: [{image: 'a/*', skip: true, deny: false}, {image: 'b/*', skip: true}]\n",
+        head + "rules: [{image: 'a/*', deny: true}, {image: 'c/*', skip: true}]\n",
+    )
+    assert out[1]["rules"] == [
+        {"image": "a/*", "deny": True},
+        {"image": "b/*", "skip": True},
+        {"image": "c/*", "skip": True},
+    ]
+
+
 def test_extra_args_overwrite_per_key_and_lists_are_replaced() -> None:
     out = apply_one(
         V1 + "cluster: {apiServer: {extraArgs: {a: '1', b: [x, y], keep: k}}}\n",
         "cluster: {apiServer: {extraArgs: {a: '2', b: [z]}}}\n",
     )
     assert out[0]["cluster"]["apiServer"]["extraArgs"] == {"a": "2", "b": ["z"], "keep": "k"}
+
+
+def test_inline_manifest_contents_leading_blank_lines_trimmed() -> None:
+    out = apply_one(V1 + "cluster: {}\n", 'cluster: {inlineManifests: [{name: m, contents: "\\n\\t\\n  a: 1\\n"}]}\n')
+    # Talos trims tabs and newlines but keeps leading spaces.
+    assert out[0]["cluster"]["inlineManifests"] == [{"name": "m", "contents": "  a: 1\n"}]
 
 
 # --- $patch: delete --------------------------------------------------------
@@ -203,9 +241,24 @@ def test_delete_a_whole_document() -> None:
 def test_delete_of_an_absent_document_is_skipped() -> None:
     out = apply_one(V1 + "machine: {}\n", "apiVersion: v1alpha1\nkind: Nope\n$patch: delete\n")
     assert out == [{"version": "v1alpha1", "machine": {}}]
+    # A path delete aimed at an absent document is skipped too, and adds no empty document.
+    out = apply_one(V1 + "machine: {}\n", "apiVersion: v1alpha1\nkind: Nope\nname: x\nmtu: {$patch: delete}\n")
+    assert out == [{"version": "v1alpha1", "machine": {}}]
 
 
 def test_delete_of_a_missing_path_fails_with_talos_message() -> None:
+    with pytest.raises(PatchError) as caught:
+        apply_one(V1 + "machine: {}\n", "machine: {network: {hostname: {$patch: delete}}}\n")
+    assert caught.value.path == "patch.yaml"
+    assert (
+        "patch delete: path 'machine.network.hostname' in document '/v1alpha1': "
+        "failed to delete path 'machine.network.hostname': lookup failed"
+    ) in caught.value.message
+
+
+def test_delete_of_a_missing_last_key_fails_too() -> None:
+    # Stricter than Talos, which only fails here for a map (not for a struct field it can zero):
+    # without Go types we cannot tell the two apart, and failing loudly is the safe side.
     with pytest.raises(PatchError) as caught:
         apply_one(V1 + "machine: {network: {}}\n", "machine: {network: {hostname: {$patch: delete}}}\n")
     assert caught.value.path == "patch.yaml"
