@@ -71,12 +71,19 @@ class EncryptOutcome:
     trigger: str
 
 
+def _named(inputs: Any) -> dict[str, str]:
+    # Tolerant: a hand-resolved or older ledger must never crash a promotion.
+    if not isinstance(inputs, list):
+        return {}
+    return dict(item.rsplit(" ", 1) for item in inputs if isinstance(item, str) and " " in item)
+
+
 def describe_trigger(entry: dict[str, Any], inputs: list[str], artefact_known: bool) -> str:
     """Why a node was redone, in the user's terms: which intent file changed, new, base changed."""
     if not entry:
         return "new"
-    before = dict(item.rsplit(" ", 1) for item in entry.get("inputs") or [])
-    now = dict(item.rsplit(" ", 1) for item in inputs)
+    before = _named(entry.get("inputs"))
+    now = _named(inputs)
     if not before:
         return "first promotion recorded"
     changed = [name for name in now if before.get(name) != now[name]]
@@ -139,6 +146,7 @@ def encrypt(inventory: Inventory, node: Node) -> EncryptOutcome:
             except PipelineError:
                 unchanged = False
 
+    trigger = describe_trigger(entry, inputs, artefact_known)
     if not unchanged:
         ciphertext = sops.encrypt(plain, artefact, root)
         findings = guard.scan_artefact(ciphertext.decode(errors="replace"), artefact)
@@ -148,7 +156,6 @@ def encrypt(inventory: Inventory, node: Node) -> EncryptOutcome:
         ledger.atomic_write(root / artefact, ciphertext)
         current_sha = ledger.sha256_bytes(ciphertext)
 
-    trigger = describe_trigger(entry, inputs, artefact_known)
     with ledger.updating(root) as record:
         record.nodes[node.name] = {
             "artefact": artefact,

@@ -151,8 +151,11 @@ def write_plaintext(path: Path, text: str) -> None:
     """Write plaintext under rendered/: folder 0700, file 0600 whatever the umask; atomically."""
     folder = path.parent
     if folder.is_symlink():
-        raise PipelineError("refusing a symlinked rendered/ folder", path=folder.name)
+        raise PipelineError("refusing to write plaintext through a symlink: remove it", path=f"{folder.name}/")
     folder.mkdir(mode=0o700, exist_ok=True)
+    if folder.stat().st_uid != os.geteuid():
+        # Someone else's folder could be readable by them whatever mode we ask for.
+        raise PipelineError("owned by another user: refusing to write plaintext there", path=f"{folder.name}/")
     os.chmod(folder, 0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)

@@ -66,32 +66,52 @@ def _current(name: str) -> bool:
 
 def reset_caches() -> None:
     """Forget what this process knows about the repo (`doit watch` reloads the graph per rebuild)."""
+    _run_lock.cache_clear()
     _inventory.cache_clear()
     _ledger.cache_clear()
     _current.cache_clear()
 
 
-def _lock() -> None:
-    """Take the run lock (in doit's main process, before any worker writes); PipelineError if busy."""
-    runlock.acquire(_root())
+# doit commands and tasks that never write: they must not wait for (or block) a promotion.
+_READ_ONLY_COMMANDS = frozenset({"list", "help", "info", "dumpdb", "forget", "ignore", "clean", "strace",
+                                 "tabcompletion", "reset-dep", "auto", "watch"})
+_READ_ONLY_TASKS = frozenset({"check", "verify", "plan", "graph", "hooks", "keygen", "drill"})
+_OPTIONS_WITH_VALUE = frozenset({"-n", "--process", "-r", "--reporter", "-f", "--file", "-d", "--dir",
+                                 "--db-file", "--backend", "--check_file_uptodate", "-P", "--parallel-type",
+                                 "-o", "--output-file", "-v", "--verbosity", "--codec-cls", "-s", "--single"})
 
 
-def _locked_uptodate(check: Callable[[], bool]) -> Callable[[], bool]:
-    """An uptodate callable that first takes the run lock; a busy lock makes the task run and fail."""
+def wants_run_lock(argv: list[str]) -> bool:
+    """Whether this doit invocation may write (and so must hold the repository's run lock)."""
+    words: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _OPTIONS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-") and "=" not in arg:
+            words.append(arg)
+    if words and words[0] in _READ_ONLY_COMMANDS:
+        return False
+    if words and words[0] == "run":
+        words = words[1:]
+    if not words:
+        return True  # the default task: promote
+    return any(word.split(":", 1)[0] not in _READ_ONLY_TASKS for word in words)
 
-    def up_to_date() -> bool:
-        try:
-            _lock()
-        except PipelineError:
-            return False
-        return check()
 
-    return up_to_date
-
-
-def _require_lock() -> None:
-    if not runlock.held(_root()):
-        _lock()  # raises the one-line "another promotion is running"
+@cache
+def _run_lock() -> PipelineError | None:
+    # Taken while tasks load, in doit's main process, before any worker process is forked:
+    # the lock then covers every write of the run, whatever `-n` says.
+    if not wants_run_lock(sys.argv[1:]):
+        return None
+    try:
+        runlock.acquire(_root())
+    except PipelineError as error:
+        return error
+    return None
 
 
 def say(message: str) -> None:
@@ -126,6 +146,9 @@ def _broken(basename: str, error: PipelineError, doc: str) -> TaskDict:
 
 
 def _needs_inventory(basename: str, doc: str) -> Inventory | TaskDict:
+    busy = _run_lock()
+    if busy is not None:
+        return _broken(basename, busy, doc)
     inventory = _inventory()
     if isinstance(inventory, PipelineError):
         return _broken(basename, inventory, doc)
@@ -144,7 +167,6 @@ def task_bootstrap() -> TaskDict:
 
     @_user_errors
     def run() -> dict[str, Any]:
-        _require_lock()
         report = bootstrap_stage.bootstrap(inventory)
         reset_caches()  # base digests just changed
         return {"lines": [f"bootstrap: made {path}" for path in report.made]}
@@ -155,7 +177,7 @@ def task_bootstrap() -> TaskDict:
         except PipelineError:
             return False
 
-    return {"actions": [run], "uptodate": [_locked_uptodate(up_to_date)], "doc": doc, "verbosity": 2}
+    return {"actions": [run], "uptodate": [up_to_date], "doc": doc, "verbosity": 2}
 
 
 def task_render() -> Iterator[TaskDict]:
@@ -220,10 +242,9 @@ def task_stage() -> TaskDict:
 
     @_user_errors
     def run() -> dict[str, Any]:
-        _require_lock()
         return {"lines": _stage_lines(inventory)}
 
-    return {"actions": [run], "uptodate": [_locked_uptodate(lambda: False)], "doc": doc, "verbosity": 2}
+    return {"actions": [run], "doc": doc, "verbosity": 2}
 
 
 def task_promote() -> TaskDict:
