@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -37,11 +38,18 @@ def sops_binary() -> str:
 
 
 RUNS = 0  # sops processes started by this process (the report counts them)
+_THIS_THREAD = threading.local()  # the same count per thread (`doit -P thread` runs actions in threads)
+
+
+def runs_in_this_thread() -> int:
+    """sops processes started by the calling thread: what one action ran, even beside others."""
+    return getattr(_THIS_THREAD, "runs", 0)
 
 
 def _log_run(argv: Sequence[str]) -> None:
     global RUNS
     RUNS += 1
+    _THIS_THREAD.runs = runs_in_this_thread() + 1
     # An opt-in audit trail (tests and the benchmark count sops processes with it).
     log = os.environ.get("PROMOTE_SOPS_LOG")
     if log:
@@ -54,6 +62,9 @@ def _explain(returncode: int, stderr: str, subject: str) -> PipelineError:
     detail = " ".join(line.strip() for line in stderr.strip().splitlines() if line.strip())
     if "no matching creation rules" in detail:
         message = "no .sops.yaml creation rule matches this artefact path"
+    elif "error loading config" in detail or "config file" in detail.lower():
+        # sops reads .sops.yaml even to decrypt: blame the file that is actually broken.
+        return PipelineError(f"sops cannot read it: {detail[:200]}", path=".sops.yaml")
     elif "message authentication" in detail.lower() or "mac mismatch" in detail.lower():
         message = _EXIT_MESSAGES[51]
     if message is None:

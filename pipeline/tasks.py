@@ -7,6 +7,7 @@ costs nothing.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from functools import cache, wraps
@@ -127,16 +128,28 @@ def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        runs = sops.RUNS
+        runs = sops.runs_in_this_thread()
         try:
             result = func(*args, **kwargs)
         except PipelineError as error:
             return TaskFailed(str(error))
+        except OSError as error:
+            # The environment refused (read-only folder, full disk, HOME not writable): one line.
+            return TaskFailed(_os_error_line(error))
         values = dict(result) if isinstance(result, dict) else {}
-        values["sops_runs"] = sops.RUNS - runs
+        values["sops_runs"] = sops.runs_in_this_thread() - runs
         return values
 
     return wrapper
+
+
+def _os_error_line(error: OSError) -> str:
+    name = error.filename
+    if name:
+        with contextlib.suppress(ValueError):
+            name = Path(name).resolve().relative_to(_root().resolve()).as_posix()
+        return f"{name}: {error.strerror or error}"
+    return f"{error.strerror or error}"
 
 
 def _broken(basename: str, error: PipelineError, doc: str) -> TaskDict:
