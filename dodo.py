@@ -3,6 +3,7 @@
 Run `doit` to promote, `doit list` to see every task, `doit help <task>` for one.
 """
 
+from pipeline.graph_task import task_graph  # noqa: F401  (`doit graph`: a picture of the task graph)
 from pipeline.tasks import (  # noqa: F401  (doit collects task_* names from this module)
     DOIT_CONFIG,
     task_bootstrap,

@@ -65,3 +65,36 @@ def staged_blob(root: Path, path: str) -> bytes | None:
     """The staged content of ``path`` (what the next commit holds), or None if not in the index."""
     result = _git(root, "show", f":{path}", check=False)
     return result.stdout if result.returncode == 0 else None
+
+
+def index_entries(root: Path) -> list[tuple[str, str, int]]:
+    """`(path, blob sha, stage)` of every index entry; stage > 0 marks an unresolved merge conflict."""
+    out = _git(root, "ls-files", "-z", "--stage").stdout.decode(errors="surrogateescape")
+    entries = []
+    for record in out.split("\0"):
+        if record:
+            meta, _, path = record.partition("\t")
+            _mode, sha, stage = meta.split(" ")
+            entries.append((path, sha, int(stage)))
+    return entries
+
+
+def read_blobs(root: Path, shas: Sequence[str]) -> dict[str, bytes]:
+    """The content of many blobs in one `git cat-file --batch` process."""
+    wanted = list(dict.fromkeys(shas))
+    if not wanted:
+        return {}
+    result = subprocess.run(["git", "--no-optional-locks", "cat-file", "--batch"], cwd=root,
+                            input="".join(f"{sha}\n" for sha in wanted).encode(), capture_output=True, check=False)
+    if result.returncode != 0:
+        raise PipelineError(f"git cat-file failed: {result.stderr.decode(errors='replace').strip()[:200]}")
+    data, blobs, offset = result.stdout, {}, 0
+    for sha in wanted:
+        end = data.index(b"\n", offset)
+        header = data[offset:end].split(b" ")
+        offset = end + 1
+        if len(header) == 3:  # "<sha> <type> <size>"; a missing object is "<sha> missing"
+            size = int(header[2])
+            blobs[sha] = data[offset:offset + size]
+            offset += size + 1
+    return blobs

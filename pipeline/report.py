@@ -160,8 +160,11 @@ class PromotionReporter:
             self.out.write(text + "\n")
             self.out.flush()
             return
+        from rich.text import Text
+
         console = self._progress.console if self._progress is not None else self._console
-        console.print(text, style=style, markup=False, highlight=False)
+        # A styled Text, not print(style=...): that style would also tint the bar redrawn below.
+        console.print(Text(text, style=style or ""), highlight=False)
 
     def _node_line(self, node: str, values: dict[str, Any]) -> None:
         trigger = values.get("trigger") or "changed"

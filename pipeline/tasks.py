@@ -8,6 +8,7 @@ costs nothing.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from functools import cache, wraps
@@ -102,11 +103,16 @@ def wants_run_lock(argv: list[str]) -> bool:
     return any(word.split(":", 1)[0] not in _READ_ONLY_TASKS for word in words)
 
 
+def _invoked_by_doit() -> bool:
+    program = sys.argv[0] if sys.argv else ""
+    return Path(program).name == "doit" or program.endswith(os.path.join("doit", "__main__.py"))
+
+
 @cache
 def _run_lock() -> PipelineError | None:
-    # Taken while tasks load, in doit's main process, before any worker process is forked:
-    # the lock then covers every write of the run, whatever `-n` says.
-    if not wants_run_lock(sys.argv[1:]):
+    # Taken when dodo.py is imported: before doit opens its dependency database and before any
+    # worker process is forked, so the lock covers every read and write of the run.
+    if not _invoked_by_doit() or not wants_run_lock(sys.argv[1:]):
         return None
     try:
         runlock.acquire(_root())
@@ -296,3 +302,6 @@ def _check_or_raise() -> None:
     if findings:
         more = f" (+{len(findings) - 20} more)" if len(findings) > 20 else ""
         raise PipelineError("; ".join(findings[:20]) + more)
+
+
+_run_lock()
