@@ -3,11 +3,12 @@
 Run `doit` to promote, `doit list` to see every task, `doit help <task>` for one.
 """
 
+from pipeline.ci_tasks import task_check, task_hooks, task_plan, task_verify  # noqa: F401  (CI stages)
 from pipeline.graph_task import task_graph  # noqa: F401  (`doit graph`: a picture of the task graph)
+from pipeline.key_tasks import task_drill, task_keygen, task_rekey, task_rotate  # noqa: F401  (key lifecycle)
 from pipeline.tasks import (  # noqa: F401  (doit collects task_* names from this module)
     DOIT_CONFIG,
     task_bootstrap,
-    task_check,
     task_encrypt,
     task_promote,
     task_render,

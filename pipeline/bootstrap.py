@@ -118,6 +118,10 @@ def bootstrap(inventory: Inventory) -> BootstrapReport:
         # The bundle reaches sops on stdin: its plaintext never touches the disk.
         _encrypt_to(root, SECRETS_ARTEFACT, yaml.safe_dump(bundle, sort_keys=False))
         report.made.append(SECRETS_ARTEFACT)
+    # The bundle's ciphertext digest, recorded on first sight and never replaced here: `doit check`
+    # flags any later change that the ledger's `rotations` does not record as deliberate.
+    with ledger.updating(root) as record:
+        record.bases.setdefault("secrets", ledger.sha256_file(root / SECRETS_ARTEFACT))
 
     todo = [path for path in missing(inventory) if path not in (SOPS_CONFIG, SECRETS_ARTEFACT)]
     if todo:

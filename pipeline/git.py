@@ -98,3 +98,21 @@ def read_blobs(root: Path, shas: Sequence[str]) -> dict[str, bytes]:
             blobs[sha] = data[offset:offset + size]
             offset += size + 1
     return blobs
+
+
+def committed_blob(root: Path, path: str, rev: str = "HEAD") -> bytes | None:
+    """The content of ``path`` at ``rev``, or None when it is not there (or there is no commit yet)."""
+    result = _git(root, "show", f"{rev}:{path}", check=False)
+    return result.stdout if result.returncode == 0 else None
+
+
+def toplevel(cwd: Path) -> Path | None:
+    """The top of the git work tree containing ``cwd``, or None outside one."""
+    result = _git(cwd, "rev-parse", "--show-toplevel", check=False)
+    return Path(result.stdout.decode().strip()) if result.returncode == 0 else None
+
+
+def git_path(root: Path, name: str) -> Path:
+    """Where git keeps ``name`` (e.g. hooks/pre-commit), honouring core.hooksPath and worktrees."""
+    out = _git(root, "rev-parse", "--git-path", name).stdout.decode().strip()
+    return (root / out) if not Path(out).is_absolute() else Path(out)

@@ -221,7 +221,11 @@ def to_dot(graph: TaskGraph) -> str:
     legend = [GraphNode(f"legend:{state}", state, "task" if state in (UP_TO_DATE, WILL_RUN, FAILING) else "intent",
                         state, f"legend: {state}") for state in (UP_TO_DATE, WILL_RUN, FAILING, CHANGED)]
     lines += _column("legend", "legend", legend)
-    lines += [f"  {_quote(a)} -> {_quote(b)};" for a, b in graph.edges]
+    for source, target in graph.edges:
+        # The inventory and the base configs feed every node: drawn light, so patches stand out.
+        light = (source == _file_id(INVENTORY_FILE) and target != "bootstrap") or graph.nodes[source].kind == "artefact"
+        style = " " + _attrs(color="#c8c8c8", style="dashed") if light else ""
+        lines.append(f"  {_quote(source)} -> {_quote(target)}{style};")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

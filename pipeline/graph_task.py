@@ -14,7 +14,8 @@ DEFAULT_OUT = "graph.dot"
 
 
 def _formats(text: str) -> list[str]:
-    return [item.strip().lower() for item in text.replace(" ", ",").split(",") if item.strip()]
+    items = [item.strip().lower() for item in text.replace(" ", ",").split(",") if item.strip()]
+    return [] if items == ["none"] else items
 
 
 def draw(out: str = DEFAULT_OUT, formats: str = ",".join(DEFAULT_FORMATS)) -> dict[str, Any] | TaskFailed:
@@ -50,10 +51,10 @@ def task_graph() -> dict[str, Any]:
     return {
         "actions": [draw],
         "params": [
-            {"name": "out", "long": "out", "short": "o", "type": str, "default": DEFAULT_OUT,
+            {"name": "out", "long": "out", "type": str, "default": DEFAULT_OUT,
              "help": "where to write the DOT file; images go beside it [default: %(default)s]"},
             {"name": "formats", "long": "formats", "type": str, "default": ",".join(DEFAULT_FORMATS),
-             "help": "images to make with graphviz `dot`, comma separated; empty for DOT only "
+             "help": "images to make with graphviz `dot`, comma separated; `none` for DOT only "
                      "[default: %(default)s]"},
         ],
         "uptodate": [False],  # a picture of now: always drawn

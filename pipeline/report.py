@@ -185,7 +185,11 @@ class PromotionReporter:
 
     def _step_started(self, task_name: str) -> None:
         parsed = split_node_task(task_name)
-        if parsed is None or self._console is None:
+        if parsed is None:
+            if self._progress is not None and not task_name.startswith("_"):
+                self._progress.update(self._bar, description=task_name)  # e.g. promote: check, stage
+            return
+        if self._console is None:
             return
         step, node = parsed
         self._active.add(node)

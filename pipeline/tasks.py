@@ -277,7 +277,7 @@ def task_promote() -> TaskDict:
     @_user_errors
     def run() -> dict[str, Any]:
         _check_or_raise()
-        return {"lines": _stage_lines(inventory)}
+        return {"lines": _stage_lines(inventory, stage=_staging())}
 
     return {
         "actions": [run],
@@ -289,8 +289,20 @@ def task_promote() -> TaskDict:
     }
 
 
-def _stage_lines(inventory: Inventory) -> list[str]:
+def _staging() -> bool:
+    """Whether `promote` ends with git add: off with `doit stage=0` or PROMOTE_NO_STAGE=1 (`doit watch`'s default)."""
+    from doit import get_var
+
+    value = get_var("stage", None)
+    if value is None:
+        return os.environ.get("PROMOTE_NO_STAGE", "").lower() not in ("1", "true", "yes", "on")
+    return str(value).lower() not in ("0", "false", "no", "off")
+
+
+def _stage_lines(inventory: Inventory, stage: bool = True) -> list[str]:
     lines = [f"removed {path} (node no longer in cluster.yaml)" for path in promotion.prune_removed_nodes(inventory)]
+    if not stage:
+        return lines
     staged = promotion.stage(inventory)
     if staged is None:
         lines.append("stage: not a git repository, nothing staged")

@@ -1,0 +1,106 @@
+"""`doit verify`: with a key, prove every artefact opens (MAC intact) and holds what intent renders today.
+
+Every artefact is decrypted (sops checks each MAC), every node is re-rendered from intent, and the
+two are compared as parsed documents. Findings name the file or the node and the dotted paths that
+differ; no value is ever printed. Plaintext stays in memory.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from pipeline import guard, keys, ledger, sops
+from pipeline.errors import PipelineError
+from pipeline.inventory import load_inventory
+from pipeline.plan import diff_documents
+from pipeline.rendering import node_artefact, render_node
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+PATHS_SHOWN = 8
+
+
+@dataclass
+class Verification:
+    """What `verify` found: one line per problem, and what it proved."""
+
+    findings: list[str] = field(default_factory=list)
+    decrypted: int = 0
+    nodes_ok: int = 0
+    nodes: int = 0
+
+    def summary(self) -> str:
+        """The closing line of a successful run."""
+        return (f"verify: {self.decrypted} artefacts decrypt with their MACs intact; "
+                f"{self.nodes_ok} of {self.nodes} nodes match what their intent renders today")
+
+
+def require_identity() -> None:
+    """A clear one-line error when no age identity is available at all."""
+    search = keys.find_identities()
+    if not search.public_keys and not search.external:
+        raise PipelineError(f"this needs an age key and none was found (looked at {', '.join(search.looked_at)}); "
+                            "set SOPS_AGE_KEY or SOPS_AGE_KEY_FILE")
+
+
+def _decrypt(root: Path, rel: str) -> str | PipelineError:
+    try:
+        return sops.decrypt(rel, root)
+    except PipelineError as error:
+        return error
+
+
+def _paths(changes: list, limit: int = PATHS_SHOWN) -> str:
+    names = list(dict.fromkeys(change.dotted or "(document)" for change in changes))
+    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def verify(root: Path) -> Verification:
+    """Decrypt every artefact, re-render every node, compare; never prints a value."""
+    require_identity()
+    inventory = load_inventory(root)
+    record = ledger.load_ledger(root)
+    result = Verification(nodes=len(inventory.nodes))
+    files = guard.artefact_files(root)
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(files)))) as pool:
+        plain = dict(zip(files, pool.map(lambda rel: _decrypt(root, rel), files), strict=True))
+    for text in plain.values():
+        if isinstance(text, PipelineError):
+            result.findings.append(str(text))
+        else:
+            result.decrypted += 1
+
+    for node in inventory.nodes.values():
+        artefact = node_artefact(inventory, node)
+        text = plain.get(artefact)
+        if text is None:
+            result.findings.append(f"node {node.name}: no artefact ({artefact}): run doit to promote it")
+            continue
+        if isinstance(text, PipelineError):
+            continue  # already named above
+        try:
+            rendered = render_node(inventory, node).documents
+            stored = [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc is not None]
+        except PipelineError as error:
+            result.findings.append(str(error))  # e.g. a tampered base: the same line for every node
+            continue
+        changes = diff_documents(stored, rendered)
+        if changes:
+            result.findings.append(f"node {node.name}: {artefact} differs from what its intent renders today at "
+                                   f"{_paths(changes)}: run doit to promote it")
+        else:
+            result.nodes_ok += 1
+
+    known = {node_artefact(inventory, node) for node in inventory.nodes.values()}
+    prefix = f"{guard.ENCRYPTED_DIR}/{inventory.cluster.name}-"
+    for rel in files:
+        if rel.startswith(prefix) and rel.endswith(".encrypted.yaml") and rel not in known:
+            name = rel[len(prefix):-len(".encrypted.yaml")]
+            hint = "run doit to remove it" if name in record.nodes else "git rm it, or add the node back"
+            result.findings.append(f"node {name}: not in cluster.yaml, but {rel} exists: {hint}")
+    result.findings = list(dict.fromkeys(result.findings))
+    return result
