@@ -146,6 +146,7 @@ class PromotionReporter:
         self._bar: Any = None  # its TaskID
         self._steps_total = 0
         self._steps_done: set[str] = set()
+        self._nodes_done = 0  # encrypt steps finished (a count: `-P thread` reports from several threads)
         self._active: set[str] = set()  # nodes with a step that started executing
         if not self.plain:
             from rich.console import Console
@@ -178,10 +179,12 @@ class PromotionReporter:
     def _step_finished(self, task_name: str) -> None:
         if split_node_task(task_name) is None:
             return
+        if task_name in self._steps_done:
+            return
         self._steps_done.add(task_name)
+        self._nodes_done += task_name.startswith("encrypt:")
         if self._progress is not None:
-            nodes_done = sum(1 for name in self._steps_done if name.startswith("encrypt:"))
-            self._progress.update(self._bar, completed=len(self._steps_done), nodes_done=nodes_done)
+            self._progress.update(self._bar, completed=len(self._steps_done), nodes_done=self._nodes_done)
 
     def _step_started(self, task_name: str) -> None:
         parsed = split_node_task(task_name)
@@ -210,9 +213,8 @@ class PromotionReporter:
             console=self._console,
             transient=True,
         )
-        nodes_done = sum(1 for name in self._steps_done if name.startswith("encrypt:"))
         self._bar = self._progress.add_task("promoting", total=max(self._steps_total, 1),
-                                            completed=len(self._steps_done), nodes_done=nodes_done,
+                                            completed=len(self._steps_done), nodes_done=self._nodes_done,
                                             nodes_total=len(self.tally.nodes))
         self._progress.start()
 
