@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import keys, ledger, sops
+from pipeline import keys, ledger, sops, talosctl
 from pipeline.baseconfig import ClusterParams, dump_documents, generate_base, generate_talosconfig
 from pipeline.errors import PipelineError
 from pipeline.inventory import ROLES, Inventory
@@ -65,15 +65,16 @@ def _bases_outdated(inventory: Inventory) -> bool:
     return recorded is not None and recorded != params_digest(inventory)
 
 
-def _require_identity(root: Path) -> BootstrapReport:
+def _require_identity(root: Path, declared: tuple[str, ...] = ()) -> BootstrapReport:
     report = BootstrapReport()
     config = load_sops_config(root)
     search = keys.find_identities()
-    if config is None:
+    if config is None and not declared:
         if not search.public_keys and not search.external:
             report.new_key = keys.write_identity(keys.key_file_target())
         return report
-    needed = config.recipients()
+    # cluster.yaml's recipients: will be the rules: a key made here would not be one of them.
+    needed = config.recipients() if config is not None else declared
     if needed and not search.external and not set(needed) & set(search.public_keys):
         found = ", ".join(search.public_keys) or "none"
         raise PipelineError(
@@ -99,7 +100,7 @@ def _encrypt_to(root: Path, artefact: str, text: str) -> None:
 def bootstrap(inventory: Inventory) -> BootstrapReport:
     """Make whatever is missing, in dependency order; never overwrite an existing secret."""
     root = inventory.root
-    report = _require_identity(root)
+    report = _require_identity(root, tuple(r.key for r in inventory.recipients))
     if not (root / SOPS_CONFIG).is_file():
         recipients = [r.key for r in inventory.recipients]
         if not recipients:
@@ -112,9 +113,15 @@ def bootstrap(inventory: Inventory) -> BootstrapReport:
         report.made.append(SOPS_CONFIG)
     (root / ENCRYPTED_DIR).mkdir(exist_ok=True)
 
+    use_talosctl = inventory.renderer == "talosctl"
+    if use_talosctl:
+        talosctl.require()
     bundle = None
     if not (root / SECRETS_ARTEFACT).is_file():
-        bundle = generate_bundle(inventory.cluster.talos_version)
+        if use_talosctl:
+            bundle = yaml.safe_load(talosctl.gen_secrets(root))
+        else:
+            bundle = generate_bundle(inventory.cluster.talos_version)
         # The bundle reaches sops on stdin: its plaintext never touches the disk.
         _encrypt_to(root, SECRETS_ARTEFACT, yaml.safe_dump(bundle, sort_keys=False))
         report.made.append(SECRETS_ARTEFACT)
@@ -129,6 +136,9 @@ def bootstrap(inventory: Inventory) -> BootstrapReport:
             bundle = yaml.safe_load(sops.decrypt(SECRETS_ARTEFACT, root))
             validate_bundle(bundle, SECRETS_ARTEFACT)
         params = cluster_params(inventory)
+        if use_talosctl:
+            _bootstrap_with_talosctl(inventory, bundle, todo, report)
+            todo = []
         for role in ROLES:
             if base_artefact(role) in todo:
                 _encrypt_to(root, base_artefact(role), dump_documents(generate_base(role, bundle, params)))
@@ -143,6 +153,19 @@ def bootstrap(inventory: Inventory) -> BootstrapReport:
     if report.new_key:
         announce_new_key(report.new_key)
     return report
+
+
+def _bootstrap_with_talosctl(inventory: Inventory, bundle: dict, todo: list[str], report: BootstrapReport) -> None:
+    """Base configs and talosconfig from `talosctl gen config --with-secrets` (renderer: talosctl)."""
+    cluster = inventory.cluster
+    files = talosctl.gen_config(inventory.root, yaml.safe_dump(bundle, sort_keys=False), cluster.name,
+                                cluster.endpoint, cluster.talos_version, cluster.kubernetes_version)
+    wanted = {base_artefact("controlplane"): "controlplane.yaml", base_artefact("worker"): "worker.yaml",
+              TALOSCONFIG_ARTEFACT: "talosconfig"}
+    for artefact, name in wanted.items():
+        if artefact in todo:
+            _encrypt_to(inventory.root, artefact, files[name])
+            report.made.append(artefact)
 
 
 def announce_new_key(public_key: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from pipeline import git, guard, ledger, sops
+from pipeline import git, guard, ledger, sops, talosctl
 from pipeline.errors import PipelineError
 from pipeline.inventory import Inventory, Node
 from pipeline.ledger import LEDGER_FILE, Ledger, sha256_file
@@ -58,6 +58,8 @@ def render(inventory: Inventory, node: Node) -> Path:
     result = render_node(inventory, node)
     path = inventory.root / rendered_path(inventory, node)
     write_plaintext(path, result.text)
+    if talosctl.binary() is not None:
+        talosctl.validate(path, f"node {node.name}")  # Talos's own validator, when it is installed
     write_plaintext(_intent_sidecar(inventory, node), json.dumps(result.inputs))
     return path
 

@@ -9,14 +9,12 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline import sops
 from pipeline.baseconfig import dump_documents
 from pipeline.errors import PipelineError
 from pipeline.inventory import Inventory, Node
 from pipeline.ledger import canonical, sha256_bytes, sha256_file
-from pipeline.patching import Patch, apply_patches, load_patch
+from pipeline.patching import Patch, apply_patches, load_documents, load_patch
 from pipeline.templating import render_template
 from pipeline.validation import validate_machine_config
 
@@ -58,14 +56,16 @@ def _parse_patch(text: str, source: str) -> Patch:
     return load_patch(text, source)
 
 
+def templated_patches(inventory: Inventory, node: Node) -> list[tuple[str, str]]:
+    """``node``'s patch files as (source, templated text), in order."""
+    context = inventory.template_context(node)
+    return [(source, render_template(_read_patch(inventory.root / source, source), source, context))
+            for source in inventory.patches_for(node)]
+
+
 def load_node_patches(inventory: Inventory, node: Node) -> list[Patch]:
     """Template and parse ``node``'s patches, in order; errors name the patch file and line."""
-    context = inventory.template_context(node)
-    patches = []
-    for source in inventory.patches_for(node):
-        text = _read_patch(inventory.root / source, source)
-        patches.append(_parse_patch(render_template(text, source, context), source))
-    return patches
+    return [_parse_patch(text, source) for source, text in templated_patches(inventory, node)]
 
 
 @lru_cache(maxsize=1024)
@@ -92,8 +92,9 @@ def intent_inputs(inventory: Inventory, node: Node, patches: list[Patch] | None 
     if patches is None:
         patches = load_node_patches(inventory, node)
     # "name digest" strings: one line each in the ledger, so its diffs stay readable.
+    renderer = "" if inventory.renderer == "builtin" else f" renderer={inventory.renderer}"
     inputs = [
-        f"node {inventory.cluster.name}/{node.name}/{node.role}",
+        f"node {inventory.cluster.name}/{node.name}/{node.role}{renderer}",
         f"code sha256:{code_digest()}",
         f"base {sha256_file(inventory.root / base_artefact(node.role)) or 'missing'}",
     ]
@@ -118,10 +119,8 @@ def base_documents(inventory: Inventory, role: str) -> list[dict[str, Any]]:
     if digest is None:
         raise PipelineError(f"base config for role {role} is missing: run doit bootstrap", path=artefact)
     text = _decrypt_base_cached(str(inventory.root), artefact, digest)
-    return [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc is not None]
-
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    # Talos's own reading of YAML (yes/no stay strings), as for patches.
+    return load_documents(text, artefact)
 
 
 @dataclass(frozen=True)
@@ -142,7 +141,14 @@ def render_node(inventory: Inventory, node: Node) -> Rendered:
     """Base(role) + shared + role + node patches -> a validated machine config."""
     patches = load_node_patches(inventory, node)
     inputs = intent_inputs(inventory, node, patches)
-    documents = apply_patches(base_documents(inventory, node.role), patches)
+    base = base_documents(inventory, node.role)
+    if inventory.renderer == "talosctl":
+        from pipeline import talosctl
+
+        output = talosctl.patch(inventory.root, dump_documents(base), templated_patches(inventory, node))
+        documents = load_documents(output, f"talosctl output for node {node.name}")
+    else:
+        documents = apply_patches(base, patches)
     validate_machine_config(documents, f"node {node.name}")
     return Rendered(documents, dump_documents(documents), inputs)
 
