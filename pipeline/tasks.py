@@ -188,7 +188,9 @@ def task_bootstrap() -> TaskDict:
     def run() -> dict[str, Any]:
         report = bootstrap_stage.bootstrap(inventory)
         reset_caches()  # base digests just changed
-        return {"lines": [f"bootstrap: made {path}" for path in report.made]}
+        lines = [f"bootstrap: made {path}" + (" (review it, then commit it)" if path == ".sops.yaml" else "")
+                 for path in report.made]
+        return {"lines": lines}
 
     def up_to_date() -> bool:
         try:

@@ -181,3 +181,31 @@ def test_not_a_git_repository_promotes_and_says_so(fresh: Repo) -> None:
     assert result.returncode == 0, result.stderr
     assert "not a git repository" in result.stdout
     assert (fresh.path / "encrypted" / "talos-kube-cp1.encrypted.yaml").is_file()
+
+
+def test_changing_the_endpoint_regenerates_bases_from_the_same_secrets(promoted: Repo) -> None:
+    before = promoted.artefacts()
+    cluster = promoted.path / "cluster.yaml"
+    cluster.write_text(cluster.read_text().replace("https://192.168.1.100:6443", "https://10.0.0.10:6443"))
+    result = promoted.doit()
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = promoted.artefacts()
+    assert after["encrypted/secrets.encrypted.yaml"] == before["encrypted/secrets.encrypted.yaml"]
+    assert after["encrypted/controlplane.encrypted.yaml"] != before["encrypted/controlplane.encrypted.yaml"]
+    for node in NODES:
+        config = v1alpha1(decrypt(promoted, f"encrypted/talos-kube-{node}.encrypted.yaml"))
+        assert config["cluster"]["controlPlane"]["endpoint"] == "https://10.0.0.10:6443"
+    assert "base config changed" in result.stdout
+    assert promoted.doit().returncode == 0 and promoted.sops_runs() == []
+
+
+def test_removing_a_node_removes_its_artefact_and_stages_the_deletion(promoted: Repo) -> None:
+    cluster = promoted.path / "cluster.yaml"
+    cluster.write_text(cluster.read_text().replace("  w3: {role: worker, address: 192.168.1.113}\n", ""))
+    result = promoted.doit()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (promoted.path / "encrypted" / "talos-kube-w3.encrypted.yaml").exists()
+    assert "removed encrypted/talos-kube-w3.encrypted.yaml" in result.stdout
+    staged = promoted.git("diff", "--cached", "--name-status").splitlines()
+    assert "D\tencrypted/talos-kube-w3.encrypted.yaml" in staged
+    assert "w3" not in (promoted.path / "encrypted" / "ledger.json").read_text()
