@@ -90,6 +90,7 @@ class Run:
     wall: float
     returncode: int
     peak_rss_kb: int
+    cpu: float = 0.0  # user + system seconds of the run and every process it waited for (sops, workers)
     sops_encrypt: int = 0
     sops_decrypt: int = 0
     sops_other: int = 0
@@ -101,6 +102,7 @@ class Run:
         return {
             "wall_s": round(self.wall, 4),
             "returncode": self.returncode,
+            "cpu_s": round(self.cpu, 4),
             "peak_rss_mb": round(self.peak_rss_kb / 1024, 1),
             "sops_encrypt": self.sops_encrypt,
             "sops_decrypt": self.sops_decrypt,
@@ -128,7 +130,7 @@ def run(argv: list[str], cwd: Path, env: dict[str, str], track: Path | None = No
         stdout = out.read().decode(errors="replace")
         stderr = err.read().decode(errors="replace")
     result = Run(argv=argv, wall=wall, returncode=process.returncode, peak_rss_kb=usage.ru_maxrss,
-                 stdout=stdout, stderr=stderr)
+                 cpu=usage.ru_utime + usage.ru_stime, stdout=stdout, stderr=stderr)
     for line in log.read_text().splitlines():
         if line.startswith("--encrypt"):
             result.sops_encrypt += 1

@@ -233,8 +233,10 @@ class Bench:
             if not runs:
                 continue
             wall = measure.stats([run.wall for run in runs])
+            cpu = measure.stats([run.cpu for run in runs])
             entry: dict[str, Any] = {
                 "wall_s": {key: round(value, 4) if isinstance(value, float) else value for key, value in wall.items()},
+                "cpu_s": {key: round(value, 4) if isinstance(value, float) else value for key, value in cpu.items()},
                 "ratio_to_baseline": round(wall["median"] / base, 4) if base == base and base > 0 else None,
                 "runs": [run.summary() for run in runs],
             }
@@ -255,7 +257,7 @@ def _span(entry: dict[str, int]) -> str:
 
 def table(results: dict[str, dict[str, Any]]) -> str:
     head = (f"{'N':>4}  {'scenario':<33} {'median s':>9} {'min-max s':>15} {'x baseline':>10} "
-            f"{'sops enc/dec':>12} {'files w':>8} {'art chg':>8} {'peak MB':>8}")
+            f"{'cpu s':>7} {'sops enc/dec':>12} {'files w':>8} {'art chg':>8} {'peak MB':>8}")
     lines = [head, "-" * len(head)]
     for size, result in results.items():
         for scenario in ("bootstrap", "baseline", *SCENARIOS):
@@ -269,7 +271,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 ratio_text = "1"
             lines.append(
                 f"{size:>4}  {LABELS[scenario]:<33} {wall['median']:>9.3f} "
-                f"{wall['min']:>7.3f}-{wall['max']:<7.3f} {ratio_text:>10} "
+                f"{wall['min']:>7.3f}-{wall['max']:<7.3f} {ratio_text:>10} {entry['cpu_s']['median']:>7.2f} "
                 f"{_span(entry['sops_encrypt']) + '/' + _span(entry['sops_decrypt']):>12} "
                 f"{_span(entry['files_written']):>8} {_span(entry['artefacts_changed']):>8} "
                 f"{entry['peak_rss_mb']:>8.1f}")
@@ -355,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="promote-bench-"))
     results: dict[str, dict[str, Any]] = {}
     started = time.time()
+    load_start = [round(x, 2) for x in os.getloadavg()]
     try:
         for size in sizes:
             bench = Bench(base, size, repeat, say)
@@ -380,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
             "python": sys.version.split()[0],
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
+            "load_average_start": load_start,
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
             "sops": sops_path(),
             "sops_version": subprocess.run([sops_path(), "--version", "--disable-version-check"],
                                            capture_output=True, text=True).stdout.split("\n")[0],

@@ -230,7 +230,8 @@ def _talos_secrets(value: Any, shape: str, shown: str) -> Iterator[str]:
         return
     if isinstance(value, dict):
         for key, item in value.items():
-            yield from _talos_secrets(item, f"{shape}.{key}" if shape else str(key),
+            part = str(key).replace(".", "_")  # a registry name like ghcr.io is one key
+            yield from _talos_secrets(item, f"{shape}.{part}" if shape else part,
                                       f"{shown}.{key}" if shown else str(key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
@@ -405,8 +406,8 @@ def _staged_files(root: Path, entries: list[tuple[str, str, int]]) -> list[_Stag
 def scan_index(root: Path, worktree: bool = True) -> list[str]:
     """Findings for the git index: plaintext tracked or staged, unsafe staged content, `.gitignore` gaps.
 
-    With ``worktree`` the work tree's own findings come from elsewhere, so only staged content that
-    differs from it is judged here (marked "(staged)"); without, every staged file is judged.
+    With ``worktree`` the work-tree scan judges encrypted/, so only staged artefacts that differ
+    from it are judged here (marked "(staged)"); without, every staged file is judged.
     """
     if not git.is_repository(root):
         return []
@@ -423,15 +424,16 @@ def scan_index(root: Path, worktree: bool = True) -> list[str]:
 
     staged = {item.path: item for item in _staged_files(root, entries)}
     for item in staged.values():
-        if worktree and item.same_as_disk:
-            continue
-        where = " (staged)" if worktree else ""
+        inside = item.path.startswith(f"{ENCRYPTED_DIR}/")
+        if worktree and inside and item.same_as_disk:
+            continue  # the work-tree scan of encrypted/ has judged these very bytes
+        where = " (staged)" if worktree and not item.same_as_disk else ""
         text = item.content.decode(errors="replace")
         if item.path == LEDGER_FILE:
             result = _load_ledger(text, where)
             if isinstance(result, str):
                 findings.append(result)
-        elif item.path.startswith(f"{ENCRYPTED_DIR}/"):
+        elif inside:
             findings.extend(f"{line}{where}" for line in scan_artefact(text, item.path))
         elif not PLAINTEXT_NAMES.search(item.path):
             findings.extend(f"{line}{where}" for line in scan_plaintext(text, item.path))

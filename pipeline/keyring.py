@@ -133,6 +133,19 @@ def target_config(inventory: Inventory) -> tuple[SopsConfig, str | None, list[st
     return parse_sops_config(text), text, notes
 
 
+def sops_config_outdated(inventory: Inventory) -> bool:
+    """Whether a generated `.sops.yaml` no longer names cluster.yaml's ``recipients:`` (run `doit rekey`).
+
+    Keyless, no sops, no artefact read: cheap enough for every promotion to mention it.
+    """
+    wanted = [r.key for r in inventory.recipients]
+    try:
+        config = load_sops_config(inventory.root)
+    except PipelineError:
+        return False
+    return bool(wanted) and config is not None and config.generated and config.text != render_sops_config(wanted)
+
+
 @contextlib.contextmanager
 def _scratch(prefix: str) -> Iterator[Path]:
     """A private temp folder (0700) that is removed on every path out."""
@@ -644,11 +657,11 @@ def _drill_worker(clone: Path) -> int:
             out(DrillLine(artefact, "cannot decrypt", detail))
             continue
         node = by_artefact.get(artefact)
-        if node is None:
+        if node is None or inventory is None:
             out(DrillLine(artefact, "ok"))
             continue
         try:
-            rendered = _documents(render_node(inventory, node).text)  # type: ignore[arg-type]
+            rendered = _documents(render_node(inventory, node).text)
         except PipelineError as error:
             out(DrillLine(artefact, "cannot re-render", str(error)))
             continue

@@ -18,6 +18,7 @@ so running doit repeatedly in one process (``doit watch``) starts each report fr
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -148,6 +149,7 @@ class PromotionReporter:
         self._steps_done: set[str] = set()
         self._nodes_done = 0  # encrypt steps finished (a count: `-P thread` reports from several threads)
         self._active: set[str] = set()  # nodes with a step that started executing
+        self._lock = threading.Lock()  # `doit -P thread` calls execute_task from worker threads
         if not self.plain:
             from rich.console import Console
 
@@ -177,6 +179,10 @@ class PromotionReporter:
     # --- progress bar ---------------------------------------------------------------------
 
     def _step_finished(self, task_name: str) -> None:
+        with self._lock:
+            self._count_step(task_name)
+
+    def _count_step(self, task_name: str) -> None:
         if split_node_task(task_name) is None:
             return
         if task_name in self._steps_done:
@@ -254,7 +260,8 @@ class PromotionReporter:
 
     def execute_task(self, task: Any) -> None:
         """A task starts: move the progress bar (with many nodes on a terminal)."""
-        self._step_started(task.name)
+        with self._lock:
+            self._step_started(task.name)
 
     def add_success(self, task: Any) -> None:
         """A task succeeded: a line for an encrypted node, and the lines the action asked for."""

@@ -46,6 +46,11 @@ def runs_in_this_thread() -> int:
     return getattr(_THIS_THREAD, "runs", 0)
 
 
+def credit_runs(count: int) -> None:
+    """Count ``count`` sops runs that helper threads made for the calling thread's action."""
+    _THIS_THREAD.runs = runs_in_this_thread() + count
+
+
 def _log_run(argv: Sequence[str]) -> None:
     global RUNS
     RUNS += 1

@@ -14,9 +14,9 @@ from pathlib import Path
 import yaml
 
 from pipeline import guard, keys, ledger, sops
+from pipeline.docdiff import Change, diff_documents
 from pipeline.errors import PipelineError
 from pipeline.inventory import load_inventory
-from pipeline.plan import diff_documents
 from pipeline.rendering import node_artefact, render_node
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -46,14 +46,26 @@ def require_identity() -> None:
                             "set SOPS_AGE_KEY or SOPS_AGE_KEY_FILE")
 
 
-def _decrypt(root: Path, rel: str) -> str | PipelineError:
-    try:
-        return sops.decrypt(rel, root)
-    except PipelineError as error:
-        return error
+def decrypt_many(root: Path, artefacts: list[str]) -> dict[str, str | PipelineError]:
+    """Decrypt artefacts in parallel (plaintext stays in memory); each result is text or its error."""
+
+    def one(rel: str) -> tuple[str | PipelineError, int]:
+        before = sops.runs_in_this_thread()
+        try:
+            text: str | PipelineError = sops.decrypt(rel, root)
+        except PipelineError as error:
+            text = error
+        return text, sops.runs_in_this_thread() - before
+
+    if not artefacts:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(8, len(artefacts))) as pool:
+        results = list(pool.map(one, artefacts))
+    sops.credit_runs(sum(runs for _text, runs in results))  # the report counts them for this action
+    return {rel: text for rel, (text, _runs) in zip(artefacts, results, strict=True)}
 
 
-def _paths(changes: list, limit: int = PATHS_SHOWN) -> str:
+def _paths(changes: list[Change], limit: int = PATHS_SHOWN) -> str:
     names = list(dict.fromkeys(change.dotted or "(document)" for change in changes))
     more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
@@ -66,8 +78,7 @@ def verify(root: Path) -> Verification:
     record = ledger.load_ledger(root)
     result = Verification(nodes=len(inventory.nodes))
     files = guard.artefact_files(root)
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(files)))) as pool:
-        plain = dict(zip(files, pool.map(lambda rel: _decrypt(root, rel), files), strict=True))
+    plain = decrypt_many(root, files)
     for text in plain.values():
         if isinstance(text, PipelineError):
             result.findings.append(str(text))

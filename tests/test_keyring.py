@@ -118,8 +118,10 @@ def test_three_recipients_each_alone_decrypts_after_rekey(promoted: Repo, tmp_pa
     documents = decrypt_all(promoted)
     set_recipients(promoted, [("operator", operator_pub), ("backup", backup_pub), ("ci", ci_pub)])
 
+    assert keyring.sops_config_outdated(load_inventory(promoted.path))
     result = promoted.doit("rekey")
     assert result.returncode == 0, output(result)
+    assert not keyring.sops_config_outdated(load_inventory(promoted.path))
     config = (promoted.path / ".sops.yaml").read_text()
     assert config.startswith(GENERATED_HEADER)
     assert all(key in config for key in (operator_pub, backup_pub, ci_pub))
@@ -257,6 +259,28 @@ def test_rekey_leaves_an_artefact_whole_when_sops_fails_on_it(promoted: Repo, tm
     assert len(updatekeys_runs(promoted)) == 1
     decrypt_all(promoted, only(promoted, backup))
     assert_noop(promoted)
+
+
+def test_bootstrap_encrypts_to_the_declared_recipients(fresh: Repo, tmp_path: Path) -> None:
+    operator, operator_pub = new_key(tmp_path / "keys", "operator")
+    backup, backup_pub = new_key(tmp_path / "keys", "backup")
+    set_recipients(fresh, [("operator", operator_pub), ("backup", backup_pub)])
+    result = fresh.doit(env=only(fresh, operator))
+    assert result.returncode == 0, output(result)
+    assert "Back it up NOW" not in output(result)  # no key made: the declared ones are the keys
+    assert (fresh.path / ".sops.yaml").read_text().startswith(GENERATED_HEADER)
+    documents = decrypt_all(fresh, only(fresh, operator))
+    assert decrypt_all(fresh, only(fresh, backup)) == documents
+    fresh.env = only(fresh, backup)
+    assert fresh.doit("rekey").returncode == 0 and fresh.sops_runs() == []
+
+
+def test_bootstrap_makes_no_key_that_the_declared_recipients_would_lock_out(fresh: Repo, tmp_path: Path) -> None:
+    _, someone = new_key(tmp_path / "keys", "someone")
+    set_recipients(fresh, [("someone", someone)])
+    assert_one_line_failure(fresh.doit(), someone, "no identity here matches")
+    assert not (fresh.home / ".config").exists()
+    assert not (fresh.path / "encrypted").exists() or not list((fresh.path / "encrypted").iterdir())
 
 
 # --- the ledger follows --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -9,12 +10,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import yaml
+from watchdog.events import (
+    FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+)
 
 from pipeline import guard
-from pipeline.watch import is_editor_noise, is_input
+from pipeline.watch import IntentChanges, Watcher, is_editor_noise, is_input
 from tests.conftest import PROJECT, Repo
 
 CP1 = "encrypted/talos-kube-cp1.encrypted.yaml"
@@ -179,6 +188,50 @@ def test_what_is_an_input(path: str, expected: bool) -> None:
 def test_editor_noise_is_not_a_patch() -> None:
     assert is_editor_noise("cp1.yaml.swx") and is_editor_noise("cp1.yaml___jb_tmp___")
     assert not is_editor_noise("cp1.yaml") and not is_editor_noise("gpu.yaml")
+
+
+def test_reads_and_the_pipelines_writes_are_not_changes(tmp_path: Path) -> None:
+    changes = IntentChanges(tmp_path)
+    patch = str(tmp_path / "patches" / "cp1.yaml")
+    changes.on_any_event(FileOpenedEvent(patch))
+    changes.on_any_event(FileClosedNoWriteEvent(patch))
+    changes.on_any_event(FileModifiedEvent(str(tmp_path / "encrypted" / "ledger.json")))
+    changes.on_any_event(FileModifiedEvent(str(tmp_path / "rendered" / "talos-kube-cp1.yaml")))
+    assert not changes.arrived.is_set()
+    assert changes.take() == ([], set())
+
+
+def test_an_editors_temp_file_renamed_onto_a_patch_is_one_change(tmp_path: Path) -> None:
+    (tmp_path / "patches").mkdir()
+    (tmp_path / "patches" / "cp1.yaml").write_text("machine: {}\n")
+    changes = IntentChanges(tmp_path)
+    temp, patch = str(tmp_path / "patches" / "sedAb12x"), str(tmp_path / "patches" / "cp1.yaml")
+    changes.on_any_event(FileCreatedEvent(temp))
+    changes.on_any_event(FileModifiedEvent(temp))
+    changes.on_any_event(FileMovedEvent(temp, patch))
+    assert changes.arrived.is_set()
+    assert changes.take() == (["patches/cp1.yaml"], set())
+
+
+def test_the_watcher_stops_on_sigterm_and_leaves_no_thread(tmp_path: Path) -> None:
+    """In this process: rebuild on a real save, stop on a real SIGTERM, every thread it started gone."""
+    (tmp_path / "patches").mkdir()
+    threads_before = set(threading.enumerate())
+    watcher = Watcher(tmp_path, lambda: 0, debounce=0.05)
+
+    def poke() -> None:
+        until(lambda: watcher.builds >= 1, 5)
+        (tmp_path / "patches" / "a.yaml").write_text("machine: {}\n")
+        until(lambda: watcher.builds >= 2, 5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    poker = threading.Thread(target=poke)
+    poker.start()
+    assert watcher.run() == 0
+    poker.join()
+    assert watcher.builds == 2
+    assert until(lambda: set(threading.enumerate()) <= threads_before, timeout=2), threading.enumerate()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 # --- the command ------------------------------------------------------------------------------
