@@ -40,8 +40,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import measure  # noqa: E402
-import synth  # noqa: E402
+import measure
+import synth
 
 DEFAULT_SIZES = (6, 50, 200, 500)
 SCENARIOS = ("cold", "noop", "one_node", "shared_change", "comment_only", "fresh_clone", "cold_n2")
@@ -80,7 +80,10 @@ def baseline_script(sops: str) -> str:
 class Bench:
     """Runs every scenario for one N and collects the runs."""
 
-    def __init__(self, base: Path, size: int, repeat: int, log: Any) -> None:
+    def __init__(self, base: Path, size: int, repeat: int, log: Any, code: Path | None = None,
+                 wiring: Path = synth.PROJECT) -> None:
+        self.code = code
+        self.wiring = wiring
         self.base = base / f"n{size}"
         self.base.mkdir()
         self.size = size
@@ -108,13 +111,18 @@ class Bench:
         return result
 
     def env_for(self, home: Path) -> dict[str, str]:
-        return measure.clean_env(home, self.base / "sops.log")
+        env = measure.clean_env(home, self.base / "sops.log")
+        if self.code:
+            # The code snapshot first on sys.path (before the editable install): edits made to the
+            # checkout while the benchmark runs change neither timings nor the rendering-code digest.
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.code), env.get("PYTHONPATH")]))
+        return env
 
     # --- the phases ------------------------------------------------------------------------
 
     def make_template(self) -> Path:
         template = self.base / "template"
-        self.names = synth.write_cluster(template, self.size)
+        self.names = synth.write_cluster(template, self.size, self.wiring)
         env = self.env_for(self.base / "unused-home")
         measure.git(template, env, "init", "-q", "-b", "main")
         measure.git(template, env, "add", "-A")
@@ -344,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every figure here (default bench/results/<time>.json)")
     parser.add_argument("--quick", action="store_true", help="one repetition, N=6 unless --sizes")
     parser.add_argument("--keep", action="store_true", help="keep the temporary repos (their path is printed)")
+    parser.add_argument("--code", type=Path, default=synth.PROJECT,
+                        help="folder holding the pipeline/ package to measure (default: this checkout); "
+                             "it is copied at start, so later edits do not disturb the run")
     args = parser.parse_args(argv)
     sizes = args.sizes or ([6] if args.quick else list(DEFAULT_SIZES))
     repeat = args.repeat or (1 if args.quick else 3)
@@ -354,13 +365,17 @@ def main(argv: list[str] | None = None) -> int:
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    if not (args.code / "pipeline" / "tasks.py").is_file():
+        parser.error(f"--code: no pipeline/tasks.py under {args.code}")
     base = Path(tempfile.mkdtemp(prefix="promote-bench-"))
+    code = base / "code"
+    shutil.copytree(args.code / "pipeline", code / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     results: dict[str, dict[str, Any]] = {}
     started = time.time()
     load_start = [round(x, 2) for x in os.getloadavg()]
     try:
         for size in sizes:
-            bench = Bench(base, size, repeat, say)
+            bench = Bench(base, size, repeat, say, code, args.code)
             try:
                 bench.run_all()
             finally:
@@ -389,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             "sops_version": subprocess.run([sops_path(), "--version", "--disable-version-check"],
                                            capture_output=True, text=True).stdout.split("\n")[0],
             "git_revision": _revision(),
+            "code": str(args.code.resolve()),
             "files_written_excludes": [".git/", *(f"{p}*" for p in measure.EXCLUDED_PREFIXES)],
         },
         "results": results,

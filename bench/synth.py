@@ -98,11 +98,12 @@ def shared_patch(extra_nameserver: str | None = None, comment: str | None = None
     return text
 
 
-def write_cluster(path: Path, count: int) -> list[str]:
-    """Populate ``path`` (created) with the wiring and a synthetic N-node intent; returns node names."""
+def write_cluster(path: Path, count: int, wiring: Path = PROJECT) -> list[str]:
+    """Populate ``path`` (created) with the wiring (from ``wiring``, else this checkout) and a
+    synthetic N-node intent; returns the node names."""
     path.mkdir(parents=True)
     for name in WIRING_FILES:
-        shutil.copy2(PROJECT / name, path / name)
+        shutil.copy2(wiring / name if (wiring / name).is_file() else PROJECT / name, path / name)
     names = node_names(count)
     (path / "cluster.yaml").write_text(cluster_yaml(names))
     (path / "patches").mkdir()

@@ -34,7 +34,6 @@ from pipeline.rendering import ENCRYPTED_DIR, node_artefact, render_node
 from pipeline.sopsconfig import SOPS_CONFIG, SopsConfig, load_sops_config, parse_sops_config, render_sops_config
 
 ARTEFACT_SUFFIX = ".encrypted.yaml"
-DRILL_PREFIX = "talos-promote-drill-"
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _NO_IDENTITY = "no age identity here can decrypt this file"
 
@@ -146,10 +145,36 @@ def sops_config_outdated(inventory: Inventory) -> bool:
     return bool(wanted) and config is not None and config.generated and config.text != render_sops_config(wanted)
 
 
+SCRATCH_PREFIX = "talos-promote-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_scratch() -> None:
+    """Scratch folders of killed runs (their pid is gone): ciphertext only, but never left around."""
+    for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        pid = path.name[len(SCRATCH_PREFIX):].split("-")[1:2]
+        if pid and pid[0].isdigit() and int(pid[0]) != os.getpid() and not _pid_alive(int(pid[0])) \
+                and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.contextmanager
-def _scratch(prefix: str) -> Iterator[Path]:
-    """A private temp folder (0700) that is removed on every path out."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+def _scratch(kind: str) -> Iterator[Path]:
+    """A private temp folder (0700), ``talos-promote-<kind>-<pid>-*``, removed on every path out.
+
+    Only a SIGKILL can leave one behind; the next rekey, rotate or drill removes it.
+    """
+    _remove_stale_scratch()
+    path = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{kind}-{os.getpid()}-"))
     try:
         yield path
     finally:
@@ -295,7 +320,7 @@ def rekey(inventory: Inventory, emit: Emit = _quiet) -> RekeyReport:
         emit(f"rekey: {SOPS_CONFIG} regenerated for {describe_keys(plan.config.recipients(), names)}")
     config_text = plan.new_config_text or plan.config.text
     errors: list[PipelineError] = []
-    with _scratch("talos-promote-rekey-") as scratch:
+    with _scratch("rekey") as scratch:
         (scratch / SOPS_CONFIG).write_text(config_text, encoding="utf-8")
         for artefact, has, wants in plan.todo:
             try:
@@ -401,7 +426,7 @@ def rotate(inventory: Inventory, emit: Emit = _quiet,
     report = RotateReport(number)
     if current:
         emit(f"rotate: resuming rotation {number}")
-    with _scratch("talos-promote-rotate-") as scratch:
+    with _scratch("rotate") as scratch:
         for artefact in paths:
             sha = sha256_file(root / artefact)
             done = journal.get(artefact)
@@ -523,24 +548,6 @@ def _key_file_identities(key_file: Path) -> tuple[str, ...]:
     return found
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_drills() -> None:
-    """Drill folders of killed drills (their pid is gone): ciphertext only, but never left around."""
-    for path in Path(tempfile.gettempdir()).glob(f"{DRILL_PREFIX}*"):
-        pid = path.name[len(DRILL_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)) and path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def _drill_env(home: Path, key_file: Path) -> dict[str, str]:
     """The environment of a clean machine: empty HOME, only the drilled key, no other sops settings."""
     env = {name: value for name, value in os.environ.items()
@@ -573,9 +580,8 @@ def drill(root: Path, key_file: Path, emit: Emit = _quiet) -> DrillReport:
                            cwd=root, capture_output=True, text=True, check=False).stdout.strip()
     if dirty:
         emit(f"drill: note: uncommitted changes are not part of this drill (it recovers HEAD {commit})")
-    _remove_stale_drills()
     lines: list[DrillLine] = []
-    with _scratch(f"{DRILL_PREFIX}{os.getpid()}-") as scratch:
+    with _scratch("drill") as scratch:
         home, clone = scratch / "home", scratch / "repo"
         home.mkdir(mode=0o700)
         env = _drill_env(home, key_file)

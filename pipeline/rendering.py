@@ -74,6 +74,11 @@ def _read_cached(path: str, mtime_ns: int, size: int) -> str:
         return handle.read()
 
 
+def forget_file_cache() -> None:
+    """Drop cached patch texts (keyed by mtime: a save within one clock tick must not be missed)."""
+    _read_cached.cache_clear()
+
+
 def _read_patch(path: Path, source: str) -> str:
     try:
         stat = os.stat(path)

@@ -18,7 +18,7 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from pipeline import bootstrap as bootstrap_stage
-from pipeline import guard, promotion, runlock, sops
+from pipeline import guard, promotion, rendering, runlock, sops
 from pipeline.errors import PipelineError
 from pipeline.inventory import Inventory, load_inventory
 from pipeline.ledger import Ledger, load_ledger
@@ -72,6 +72,7 @@ def reset_caches() -> None:
     _inventory.cache_clear()
     _ledger.cache_clear()
     _current.cache_clear()
+    rendering.forget_file_cache()
 
 
 # doit commands and tasks that never write: they must not wait for (or block) a promotion.

@@ -47,7 +47,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from pipeline import promotion, rendering, runlock
+from pipeline import promotion, runlock
 from pipeline.bootstrap import SECRETS_ARTEFACT, TALOSCONFIG_ARTEFACT
 from pipeline.errors import PipelineError
 from pipeline.inventory import INVENTORY_FILE, PATCH_DIR, ROLES, load_inventory
@@ -442,9 +442,6 @@ class Watch(DoitCmdBase):
         from pipeline import tasks  # the graph's module-level caches
 
         tasks.reset_caches()
-        read_cache = getattr(rendering, "_read_cached", None)
-        if hasattr(read_cache, "cache_clear"):
-            read_cache.cache_clear()  # keyed by mtime: a save within one clock tick must not be missed
         run = Run(task_loader=loader, config=self.config, bin_name=self.bin_name)
         # The repository's promotion lock, held for the rebuild only (a `doit` in another terminal
         # waits for it, and the watcher waits for that one), taken before doit opens its database.

@@ -371,9 +371,12 @@ def test_rotate_resumes_and_skips_what_it_already_rotated(promoted: Repo, monkey
     assert keyring.rotate(inventory).rotation == 2  # the next rotation is a new one
 
 
-def test_sigkill_during_rotate_then_rerun_leaves_every_artefact_readable(promoted: Repo) -> None:
+def test_sigkill_during_rotate_then_rerun_leaves_every_artefact_readable(promoted: Repo, tmp_path: Path) -> None:
     documents = decrypt_all(promoted)
     before = promoted.artefacts()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    promoted.env["TMPDIR"] = str(scratch)
     promoted.sops_log.write_text("")
     process = subprocess.Popen([sys.executable, "-m", "doit", "rotate"], cwd=promoted.path, env=promoted.env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -385,6 +388,7 @@ def test_sigkill_during_rotate_then_rerun_leaves_every_artefact_readable(promote
         time.sleep(0.002)
     assert process.wait() == -signal.SIGKILL
     assert decrypt_all(promoted) == documents  # readable right after the kill
+    assert len(list(scratch.iterdir())) == 1  # the killed run's scratch copy (ciphertext only)
 
     result = promoted.doit("rotate")
     assert result.returncode == 0, output(result)
@@ -393,6 +397,7 @@ def test_sigkill_during_rotate_then_rerun_leaves_every_artefact_readable(promote
     assert decrypt_all(promoted) == documents
     record = json.loads((promoted.path / "encrypted" / "ledger.json").read_text())
     assert [entry["rotation"] for entry in record["rotations"] if "finished" in entry] == [1]
+    assert list(scratch.iterdir()) == []  # the rerun removed the killed run's scratch folder too
     assert promoted.doit("check").returncode == 0
     assert_noop(promoted)
 
