@@ -108,9 +108,11 @@ def drill(lines: _Lines, key: str = "") -> dict[str, Any]:
     report = keyring.drill(_root(), Path(key), lines)
     failures = report.failures
     total = len(report.lines)
+    if not total:
+        raise PipelineError(f"drill failed: nothing to recover at HEAD {report.commit} (no artefacts committed)")
     if failures and all(line.status == "cannot decrypt" for line in report.lines):
         raise PipelineError(f"drill failed: the key in {key} ({', '.join(report.public_keys)}) opens none of the "
-                            f"{total} artefacts at HEAD {report.commit}: {failures[0].detail}")
+                            f"{total} artefacts at HEAD {report.commit}: {failures[0].detail} · {report.seconds:.2f} s")
     if failures:
         named = ", ".join(f"{line.artefact} ({line.status})" for line in failures[:5])
         more = f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
