@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -248,12 +248,59 @@ def _json6902_secrets(doc: list[Any]) -> Iterator[str]:
             yield from _talos_secrets(op["value"], shape, shape)
 
 
+def _top_level_alternatives(pattern: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(pattern):
+        if pattern[index - 1:index] != "\\":
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            if char == "|" and depth == 0:
+                parts.append(pattern[start:index])
+                start = index + 1
+    return [*parts, pattern[start:]]
+
+
+def _last_words(pattern: str) -> set[str] | None:
+    """The literal words every match of ``pattern`` ends with; None when a match could end otherwise."""
+    words: set[str] = set()
+    for alternative in _top_level_alternatives(pattern):
+        if alternative.endswith(")") and not alternative.endswith("\\)"):
+            depth = 0
+            for index in range(len(alternative) - 1, -1, -1):
+                if alternative[index - 1:index] != "\\":
+                    depth += {")": 1, "(": -1}.get(alternative[index], 0)
+                if depth == 0:
+                    break
+            inner = _last_words(alternative[index + 1:-1])
+            if inner is None or alternative[index + 1:index + 2] == "?":
+                return None
+            words |= inner
+            continue
+        word = re.search(r"(?:^|[^A-Za-z\\])([A-Za-z]+)$", alternative)
+        if word is None:
+            return None
+        words.add(word.group(1))
+    return words
+
+
+def _secret_key_names(pattern: str) -> re.Pattern[str] | None:
+    """The key names a match of ``pattern`` must end with, as whole words; None if one cannot be told."""
+    names = _last_words(pattern)
+    return re.compile(r"\b(" + "|".join(sorted(names)) + r")\b") if names else None
+
+
+# A plaintext secret sits under one of these key names (or a JSON 6902 path ending in one): a file
+# that never spells one (and has no escape that could) needs no YAML parse.
+_SECRET_KEY_NAMES = _secret_key_names(_TALOS_SECRET_PATHS.pattern)
+
+
 def scan_plaintext(text: str, path: str) -> list[str]:
     """Findings for a tracked or staged file outside encrypted/: Talos secret fields, private keys."""
     findings: list[str] = []
-    if path.endswith((".yaml", ".yml")):
+    untemplated = _untemplated(text) if path.endswith((".yaml", ".yml")) else ""
+    if untemplated and (_SECRET_KEY_NAMES is None or "\\" in untemplated
+                        or _SECRET_KEY_NAMES.search(untemplated)):
         try:
-            documents = list(yaml.load_all(_untemplated(text), Loader=_LOADER))
+            documents = list(yaml.load_all(untemplated, Loader=_LOADER))
         except yaml.YAMLError:
             documents = []  # not ours to judge: the promotion reports bad patches
         for doc in documents:
@@ -342,10 +389,20 @@ def _read_text(root: Path, rel: str) -> str | None:
         return None
 
 
-def inspect_encrypted_dir(root: Path) -> dict[str, ArtefactScan]:
-    """Every file in encrypted/ (the ledger is the one non-SOPS file allowed), each read once."""
+def inspect_encrypted_dir(root: Path, trusted: Mapping[str, str] | None = None) -> dict[str, ArtefactScan]:
+    """Every file in encrypted/ (the ledger is the one non-SOPS file allowed), each read once.
+
+    ``trusted`` maps paths to the `sha256:` of bytes already judged (the ledger's record of what the
+    pipeline wrote after scanning it): a file still holding exactly those bytes is not parsed again.
+    """
     scans = {}
     for rel in artefact_files(root):
+        if trusted and rel in trusted:
+            try:
+                if ledger.sha256_bytes((root / rel).read_bytes()) == trusted[rel]:
+                    continue
+            except OSError:
+                pass
         text = _read_text(root, rel)
         scans[rel] = ArtefactScan([f"{rel}: not a SOPS file (binary)"], ()) if text is None \
             else inspect_artefact(text, rel)
@@ -489,7 +546,7 @@ def scan_rules(root: Path, scans: dict[str, ArtefactScan] | None = None) -> list
 def scan_current(root: Path, inventory: Inventory | None = None, files: list[str] | None = None) -> list[str]:
     """Staleness, from intent and the ledger alone: every node promoted from today's intent, nothing left over."""
     # Imported here: these modules import this one, and the pre-commit hook needs none of them.
-    from pipeline import bootstrap
+    from pipeline import bootstrap, keyring
     from pipeline.inventory import load_inventory
     from pipeline.promotion import describe_trigger
     from pipeline.rendering import intent_inputs, node_artefact
@@ -503,6 +560,8 @@ def scan_current(root: Path, inventory: Inventory | None = None, files: list[str
     for path in bootstrap.missing(inventory):
         state = "generated from other cluster settings" if (root / path).is_file() else "missing"
         findings.append(f"{path}: {state}: run doit (bootstrap makes it)")
+    if keyring.sops_config_outdated(inventory):
+        findings.append(".sops.yaml: generated from cluster.yaml's recipients:, which changed since: run doit rekey")
     for node in inventory.nodes.values():
         artefact = node_artefact(inventory, node)
         entry = record.nodes.get(node.name) if isinstance(record.nodes.get(node.name), dict) else None
@@ -544,15 +603,19 @@ def scan_current(root: Path, inventory: Inventory | None = None, files: list[str
 # --- everything ---------------------------------------------------------------------------------
 
 
-def check(root: Path, *, stale: bool = False, worktree: bool = True, inventory: Inventory | None = None) -> list[str]:
+def check(root: Path, *, stale: bool = False, worktree: bool = True, inventory: Inventory | None = None,
+          trusted: Mapping[str, str] | None = None) -> list[str]:
     """Every keyless finding for the repository at ``root``; empty means safe (and current).
 
     ``stale=False`` (what a promotion runs right after encrypting) judges safety only; ``stale=True``
     (`doit check`) also judges currency. ``worktree=False`` judges the git index alone, i.e. what
     the next commit would hold (the pre-commit hook). ``inventory``: cluster.yaml, if already parsed.
+    ``trusted`` (safety only): artefact path -> `sha256:` of bytes judged when they were written;
+    the promotion passes the ledger's record so a fleet's untouched artefacts are not parsed again
+    (`doit check` and the pre-commit hook judge every file).
     """
     findings: list[str] = []
-    scans = inspect_encrypted_dir(root) if worktree or stale else {}
+    scans = inspect_encrypted_dir(root, None if stale else trusted) if worktree or stale else {}
     if worktree:
         findings += [line for scan in scans.values() for line in scan.findings]
         text = _read_text(root, LEDGER_FILE) if (root / LEDGER_FILE).is_file() else None

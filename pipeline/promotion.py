@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import shutil
+import threading
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from pipeline.rendering import (
     rendered_path,
     write_plaintext,
 )
-from pipeline.sopsconfig import load_sops_config
+from pipeline.sopsconfig import SOPS_CONFIG, SopsConfig, parse_sops_config
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -96,15 +99,81 @@ def describe_trigger(entry: dict[str, Any], inputs: list[str], artefact_known: b
     return "intent unchanged" if artefact_known else "artefact changed outside the pipeline"
 
 
+@lru_cache(maxsize=4)
+def _parse_sops_config(text: str) -> SopsConfig:
+    return parse_sops_config(text)
+
+
+def _sops_config(root: Path) -> SopsConfig | None:
+    """`.sops.yaml`, parsed once per process for as long as its text stays the same (it is read per node)."""
+    try:
+        text = (root / SOPS_CONFIG).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    return _parse_sops_config(text)
+
+
 def _same_recipients(text: str, wanted: tuple[str, ...]) -> bool:
     return guard.artefact_recipients(text) == tuple(sorted(wanted))
 
 
-def encrypt(inventory: Inventory, node: Node) -> EncryptOutcome:
+# Ledger entries of this run's encrypt tasks, written in one locked read-modify-write: rewriting the
+# whole ledger per node made a fleet's promotion quadratic. Only a process that runs the encrypt
+# tasks itself defers (doit's main process, or its threads with -P thread); a `doit -n N` worker
+# writes through, since the worker that runs `promote` cannot see another's memory. Losing the
+# deferred entries (a kill) is safe: an artefact the ledger does not know is decrypted and
+# compared on the next run, never re-encrypted blindly.
+_PENDING: dict[Path, dict[str, dict[str, Any]]] = {}
+_PENDING_LOCK = threading.Lock()
+
+
+def flush_ledger() -> None:
+    """Write the ledger entries deferred by ``encrypt(..., defer_ledger=True)``, one write per repository."""
+    with _PENDING_LOCK:
+        batches = list(_PENDING.items())
+        _PENDING.clear()
+    for root, entries in batches:
+        with ledger.updating(root) as record:
+            record.nodes.update(entries)
+
+
+def _record_entry(root: Path, name: str, entry: dict[str, Any], defer: bool) -> None:
+    if defer and multiprocessing.parent_process() is None:
+        with _PENDING_LOCK:
+            _PENDING.setdefault(root, {})[name] = entry
+        return
+    with ledger.updating(root) as record:
+        record.nodes[name] = entry
+
+
+@lru_cache(maxsize=2)
+def _parse_ledger_file(path: str, inode: int, mtime_ns: int, size: int) -> Ledger:
+    with open(path, encoding="utf-8") as handle:
+        return ledger.parse_ledger(handle.read())
+
+
+def _ledger_entry(root: Path, name: str) -> dict[str, Any]:
+    """``name``'s ledger entry (deferred or on disk); the file is parsed once while it stays the same."""
+    with _PENDING_LOCK:
+        pending = (_PENDING.get(root) or {}).get(name)
+    if pending is not None:
+        return pending
+    path = root / LEDGER_FILE
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return {}
+    record = _parse_ledger_file(str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    return record.nodes.get(name) or {}
+
+
+def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> EncryptOutcome:
     """Encrypt ``node``'s rendered config into its artefact, unless the artefact already holds it.
 
     The artefact is replaced atomically and only after sops succeeded and the result passed the
-    keyless guard; any failure leaves the previous artefact as it was.
+    keyless guard; any failure leaves the previous artefact as it was. ``defer_ledger``: keep the
+    ledger entry in memory until :func:`flush_ledger` (the doit graph flushes before anything reads
+    the ledger, and at the end of the run).
     """
     root = inventory.root
     artefact = node_artefact(inventory, node)
@@ -117,7 +186,7 @@ def encrypt(inventory: Inventory, node: Node) -> EncryptOutcome:
     intent = ledger.sha256_bytes(ledger.canonical(inputs))
     documents = [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc is not None]
 
-    config = load_sops_config(root)
+    config = _sops_config(root)
     rule = config.rule_for(artefact) if config else None
     if rule is None:
         raise PipelineError("no .sops.yaml creation rule matches this artefact path", path=artefact)
@@ -127,8 +196,7 @@ def encrypt(inventory: Inventory, node: Node) -> EncryptOutcome:
                                                 "unencrypted_suffix", "mac_only_encrypted")}
     digest = ledger.keyed_digest(documents, ledger.canonical(shape))
 
-    record = ledger.load_ledger(root)
-    entry = record.nodes.get(node.name) or {}
+    entry = _ledger_entry(root, node.name)
     current_sha = sha256_file(root / artefact)
     artefact_known = current_sha is not None and entry.get("artefact_sha256") == current_sha
     unchanged = False
@@ -144,7 +212,9 @@ def encrypt(inventory: Inventory, node: Node) -> EncryptOutcome:
             try:
                 old = [doc for doc in yaml.load_all(sops.decrypt(artefact, root), Loader=_LOADER)
                        if doc is not None]
-                unchanged = old == documents
+                # Kept artefacts are recorded in the ledger, and the promotion's guard trusts what
+                # the ledger records: judge this one now, as if sops had just written it.
+                unchanged = old == documents and not guard.scan_artefact(current_text, artefact)
             except PipelineError:
                 unchanged = False
 
@@ -158,14 +228,13 @@ def encrypt(inventory: Inventory, node: Node) -> EncryptOutcome:
         ledger.atomic_write(root / artefact, ciphertext)
         current_sha = ledger.sha256_bytes(ciphertext)
 
-    with ledger.updating(root) as record:
-        record.nodes[node.name] = {
-            "artefact": artefact,
-            "intent": intent,
-            "inputs": inputs,
-            "artefact_sha256": current_sha,
-            "rendered": digest,
-        }
+    _record_entry(root, node.name, {
+        "artefact": artefact,
+        "intent": intent,
+        "inputs": inputs,
+        "artefact_sha256": current_sha,
+        "rendered": digest,
+    }, defer_ledger)
     return EncryptOutcome(node.name, rewritten=not unchanged, trigger=trigger)
 
 

@@ -196,6 +196,15 @@ def test_recipients_changed_in_sops_yaml_need_a_rekey(promoted: Repo) -> None:
     assert new in line
 
 
+def test_recipients_changed_in_cluster_yaml_need_a_rekey(promoted: Repo) -> None:
+    """A generated .sops.yaml follows cluster.yaml's recipients: only once `doit rekey` ran."""
+    keys = (promoted.home / ".config" / "sops" / "age" / "keys.txt").read_text()
+    mine = keys.split("# public key: ", 1)[1].split()[0]
+    with (promoted.path / "cluster.yaml").open("a") as handle:
+        handle.write(f"recipients:\n  - {{name: me, key: {mine}}}\n  - {{name: ci, key: {stranger()}}}\n")
+    failing(promoted, ".sops.yaml", "doit rekey")
+
+
 def test_artefact_encrypted_for_a_different_key_set(promoted: Repo) -> None:
     """A node artefact re-encrypted by hand for a stranger: the guard names the recipients."""
     key = stranger()
