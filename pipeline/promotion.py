@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import shutil
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,10 +23,12 @@ from pipeline.ledger import LEDGER_FILE, Ledger, sha256_file
 from pipeline.rendering import (
     ENCRYPTED_DIR,
     RENDERED_DIR,
+    Rendered,
     intent_digest,
     node_artefact,
     render_node,
     rendered_path,
+    source_digest,
     write_plaintext,
 )
 from pipeline.sopsconfig import SOPS_CONFIG, SopsConfig, parse_sops_config
@@ -39,17 +42,23 @@ def _intent_sidecar(inventory: Inventory, node: Node) -> Path:
     return inventory.root / RENDERED_DIR / f".{inventory.artefact_name(node)}.intent"
 
 
-def is_current(inventory: Inventory, record: Ledger, node: Node) -> bool:
+def is_current(inventory: Inventory, record: Ledger, node: Node,
+               last_render: Mapping[str, Any] | None = None) -> bool:
     """Whether ``node``'s artefact is what its intent renders today, judged from the ledger alone.
 
     No decryption and no doit database: this is what makes a fresh clone a no-op.
     Bad input counts as "not current" so that the task runs and reports it.
+    ``last_render``: what :func:`render_values` returned the last time this node was rendered
+    here (doit keeps it): when the node's sources are still those, their intent is known without
+    templating and parsing the patches again.
     """
     entry = record.nodes.get(node.name)
     if not entry or entry.get("artefact") != node_artefact(inventory, node):
         return False
     try:
-        if entry.get("intent") != intent_digest(inventory, node):
+        known = (bool(last_render) and last_render.get("intent") == entry.get("intent")
+                 and last_render.get("source") == source_digest(inventory, node))
+        if not known and entry.get("intent") != intent_digest(inventory, node):
             return False
     except PipelineError:
         return False
@@ -58,13 +67,23 @@ def is_current(inventory: Inventory, record: Ledger, node: Node) -> bool:
 
 def render(inventory: Inventory, node: Node) -> Path:
     """Render ``node`` to rendered/<cluster>-<node>.yaml (0600 in a 0700 folder)."""
+    return _render(inventory, node)[0]
+
+
+def render_values(inventory: Inventory, node: Node) -> dict[str, Any]:
+    """Render ``node`` like :func:`render`; returns the digests ``is_current(last_render=...)`` takes."""
+    result = _render(inventory, node)[1]
+    return {"source": result.source, "intent": result.intent}
+
+
+def _render(inventory: Inventory, node: Node) -> tuple[Path, Rendered]:
     result = render_node(inventory, node)
     path = inventory.root / rendered_path(inventory, node)
     write_plaintext(path, result.text)
     if talosctl.binary() is not None:
         talosctl.validate(path, f"node {node.name}")  # Talos's own validator, when it is installed
     write_plaintext(_intent_sidecar(inventory, node), json.dumps(result.inputs))
-    return path
+    return path, result
 
 
 @dataclass(frozen=True)

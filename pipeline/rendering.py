@@ -56,11 +56,19 @@ def _parse_patch(text: str, source: str) -> Patch:
     return load_patch(text, source)
 
 
+def _patch_texts(inventory: Inventory, node: Node) -> list[tuple[str, str, str]]:
+    """``node``'s patch files as (source, file text, templated text), in order."""
+    context = inventory.template_context(node)
+    out = []
+    for source in inventory.patches_for(node):
+        text = _read_patch(inventory.root / source, source)
+        out.append((source, text, render_template(text, source, context)))
+    return out
+
+
 def templated_patches(inventory: Inventory, node: Node) -> list[tuple[str, str]]:
     """``node``'s patch files as (source, templated text), in order."""
-    context = inventory.template_context(node)
-    return [(source, render_template(_read_patch(inventory.root / source, source), source, context))
-            for source in inventory.patches_for(node)]
+    return [(source, templated) for source, _text, templated in _patch_texts(inventory, node)]
 
 
 def load_node_patches(inventory: Inventory, node: Node) -> list[Patch]:
@@ -96,15 +104,33 @@ def intent_inputs(inventory: Inventory, node: Node, patches: list[Patch] | None 
     """
     if patches is None:
         patches = load_node_patches(inventory, node)
+    inputs = _head_inputs(inventory, node)
+    inputs.extend(f"{patch.source} {sha256_bytes(canonical([patch.kind, list(patch.content)]))}" for patch in patches)
+    return inputs
+
+
+def _head_inputs(inventory: Inventory, node: Node) -> list[str]:
     # "name digest" strings: one line each in the ledger, so its diffs stay readable.
     renderer = "" if inventory.renderer == "builtin" else f" renderer={inventory.renderer}"
-    inputs = [
+    return [
         f"node {inventory.cluster.name}/{node.name}/{node.role}{renderer}",
         f"code sha256:{code_digest()}",
         f"base {sha256_file(inventory.root / base_artefact(node.role)) or 'missing'}",
     ]
-    inputs.extend(f"{patch.source} {sha256_bytes(canonical([patch.kind, list(patch.content)]))}" for patch in patches)
-    return inputs
+
+
+def source_digest(inventory: Inventory, node: Node, texts: list[tuple[str, str]] | None = None,
+                  head: list[str] | None = None) -> str:
+    """Digest of what ``node``'s intent is computed from, before templating and parsing.
+
+    Equal digests mean equal intent (templating and parsing are deterministic and the code is
+    in ``head``), so a caller that remembers which intent these sources gave can skip both.
+    ``texts``: (source, file text) of the patches, as read for the render this digest describes.
+    """
+    if texts is None:
+        texts = [(source, _read_patch(inventory.root / source, source)) for source in inventory.patches_for(node)]
+    head = _head_inputs(inventory, node) if head is None else head
+    return sha256_bytes(canonical(["sources v1", head, inventory.template_context(node), texts]))
 
 
 def intent_digest(inventory: Inventory, node: Node, patches: list[Patch] | None = None) -> str:
@@ -135,6 +161,7 @@ class Rendered:
     documents: list[dict[str, Any]]
     text: str
     inputs: list[str]
+    source: str | None = None  # source_digest() of the patch texts these documents were rendered from
 
     @property
     def intent(self) -> str:
@@ -144,18 +171,22 @@ class Rendered:
 
 def render_node(inventory: Inventory, node: Node) -> Rendered:
     """Base(role) + shared + role + node patches -> a validated machine config."""
-    patches = load_node_patches(inventory, node)
+    texts = _patch_texts(inventory, node)
+    patches = [_parse_patch(templated, source) for source, _text, templated in texts]
     inputs = intent_inputs(inventory, node, patches)
+    source = source_digest(inventory, node, [(name, text) for name, text, _templated in texts],
+                           inputs[:len(inputs) - len(patches)])
     base = base_documents(inventory, node.role)
     if inventory.renderer == "talosctl":
         from pipeline import talosctl
 
-        output = talosctl.patch(inventory.root, dump_documents(base), templated_patches(inventory, node))
+        output = talosctl.patch(inventory.root, dump_documents(base),
+                                [(name, templated) for name, _text, templated in texts])
         documents = load_documents(output, f"talosctl output for node {node.name}")
     else:
         documents = apply_patches(base, patches)
     validate_machine_config(documents, f"node {node.name}")
-    return Rendered(documents, dump_documents(documents), inputs)
+    return Rendered(documents, dump_documents(documents), inputs, source)
 
 
 def write_plaintext(path: Path, text: str) -> None:

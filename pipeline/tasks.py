@@ -58,12 +58,22 @@ def _ledger() -> Ledger | PipelineError:
         return error
 
 
-@cache
-def _current(name: str) -> bool:
-    inventory, record = _inventory(), _ledger()
-    if isinstance(inventory, PipelineError) or isinstance(record, PipelineError):
-        return False
-    return promotion.is_current(inventory, record, inventory.nodes[name])
+_VERDICTS: dict[str, bool] = {}  # node -> current?, shared by its render and encrypt tasks
+
+
+def _current(name: str, last_render: dict[str, Any] | None = None) -> bool:
+    """Whether node ``name`` is current; ``last_render``: its render task's values from doit's database."""
+    if name not in _VERDICTS:
+        inventory, record = _inventory(), _ledger()
+        if isinstance(inventory, PipelineError) or isinstance(record, PipelineError):
+            return False
+        _VERDICTS[name] = promotion.is_current(inventory, record, inventory.nodes[name], last_render)
+    return _VERDICTS[name]
+
+
+def _render_current(task: Any, values: dict[str, Any], name: str) -> bool:
+    # doit hands an uptodate callable the task and the values its action returned last time.
+    return _current(name, values)
 
 
 def reset_caches() -> None:
@@ -71,7 +81,7 @@ def reset_caches() -> None:
     _run_lock.cache_clear()
     _inventory.cache_clear()
     _ledger.cache_clear()
-    _current.cache_clear()
+    _VERDICTS.clear()
     rendering.forget_file_cache()
 
 
@@ -219,9 +229,10 @@ def task_render() -> Iterator[TaskDict]:
         yield {
             "name": node.name,
             "doc": f"render {node.name} ({node.role}) to {RENDERED_DIR}/{stem}.yaml",
-            "actions": [_user_errors(lambda node=node: bool(promotion.render(inventory, node)), node_step=True)],
+            # The values (digests of the sources and intent) let the next run's uptodate skip templating.
+            "actions": [_user_errors(lambda node=node: promotion.render_values(inventory, node), node_step=True)],
             "task_dep": ["bootstrap"],
-            "uptodate": [lambda name=node.name: _current(name)],
+            "uptodate": [(_render_current, [], {"name": node.name})],
             # Teardown runs at the end of the run, even after a failure: plaintext never lingers.
             "teardown": [] if keep else [lambda stem=stem: promotion.purge_rendered(_root(), [stem])],
             "verbosity": 2,
@@ -253,11 +264,6 @@ def task_encrypt() -> Iterator[TaskDict]:
             "teardown": [promotion.flush_ledger],
             "verbosity": 2,
         }
-
-
-def task_check() -> TaskDict:
-    """Keyless guard: nothing plaintext tracked or staged, every artefact SOPS, every secret ENC[...]."""
-    return {"actions": [_user_errors(_check_or_raise)], "doc": task_check.__doc__, "verbosity": 2}
 
 
 def task_stage() -> TaskDict:

@@ -51,7 +51,7 @@ def test_round_trip_and_write_only_on_change(tmp_path: Path) -> None:
 
 def test_conflict_markers_are_reported_with_a_way_out() -> None:
     text = '{\n<<<<<<< HEAD\n "a": 1\n=======\n "a": 2\n>>>>>>> other\n}\n'
-    with pytest.raises(PipelineError, match="conflict markers.*re-promote"):
+    with pytest.raises(PipelineError, match=r"conflict markers.*re-promote"):
         parse_ledger(text)
 
 
