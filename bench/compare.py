@@ -30,15 +30,15 @@ def main(argv: list[str]) -> int:
     for size in after:
         if size not in before:
             continue
-        for scenario in ("baseline", *SCENARIOS):
+        for scenario in ("baseline", "baseline_user_env", *SCENARIOS):
             old, new = before[size].get(scenario), after[size].get(scenario)
             if not old or not new:
                 continue
             t0, t1 = old["wall_s"]["median"], new["wall_s"]["median"]
             c0 = old.get("cpu_s", {}).get("median")
             c1 = new.get("cpu_s", {}).get("median")
-            r0 = "" if scenario == "baseline" else f"{old['ratio_to_baseline']:.3f}"
-            r1 = "" if scenario == "baseline" else f"{new['ratio_to_baseline']:.3f}"
+            r0 = "" if scenario.startswith("baseline") else f"{old['ratio_to_baseline']:.3f}"
+            r1 = "" if scenario.startswith("baseline") else f"{new['ratio_to_baseline']:.3f}"
             print(f"{size:>4}  {LABELS[scenario]:<33} {t0:>9.3f} {t1:>9.3f} {t0 / t1:>7.2f}x "
                   f"{r0:>13} {r1:>12} {c0 if c0 is not None else float('nan'):>10.2f} "
                   f"{c1 if c1 is not None else float('nan'):>9.2f}")

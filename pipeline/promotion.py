@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing
 import os
 import shutil
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -136,33 +134,48 @@ def _same_recipients(text: str, wanted: tuple[str, ...]) -> bool:
     return guard.artefact_recipients(text) == tuple(sorted(wanted))
 
 
-# Ledger entries of this run's encrypt tasks, written in one locked read-modify-write: rewriting the
-# whole ledger per node made a fleet's promotion quadratic. Only a process that runs the encrypt
-# tasks itself defers (doit's main process, or its threads with -P thread); a `doit -n N` worker
-# writes through, since the worker that runs `promote` cannot see another's memory. Losing the
-# deferred entries (a kill) is safe: an artefact the ledger does not know is decrypted and
-# compared on the next run, never re-encrypted blindly.
-_PENDING: dict[Path, dict[str, dict[str, Any]]] = {}
-_PENDING_LOCK = threading.Lock()
+# Each encrypt task leaves its ledger entry in a small journal beside the node's plaintext
+# (rendered/.<stem>.ledger); the next action that reads the ledger (promote, stage, check...) or the
+# end of the run merges them all in one locked read-modify-write. Rewriting the whole ledger per
+# node made a fleet's promotion quadratic, and `doit -n N` workers share nothing but files. An
+# entry is merged only while the artefact on disk is the one it describes, so a journal left by a
+# killed run is merged later if still true and dropped otherwise; and an artefact the ledger does
+# not know is decrypted and compared, never re-encrypted blindly.
+_JOURNAL_SUFFIX = ".ledger"
 
 
-def flush_ledger() -> None:
-    """Write the ledger entries deferred by ``encrypt(..., defer_ledger=True)``, one write per repository."""
-    with _PENDING_LOCK:
-        batches = list(_PENDING.items())
-        _PENDING.clear()
-    for root, entries in batches:
-        with ledger.updating(root) as record:
-            record.nodes.update(entries)
+def _journal(inventory: Inventory, node: Node) -> Path:
+    return inventory.root / RENDERED_DIR / f".{inventory.artefact_name(node)}{_JOURNAL_SUFFIX}"
 
 
-def _record_entry(root: Path, name: str, entry: dict[str, Any], defer: bool) -> None:
-    if defer and multiprocessing.parent_process() is None:
-        with _PENDING_LOCK:
-            _PENDING.setdefault(root, {})[name] = entry
+def flush_ledger(root: Path) -> None:
+    """Merge the ledger entries that ``encrypt(..., defer_ledger=True)`` journaled into the ledger."""
+    folder = root / RENDERED_DIR
+    if not folder.is_dir() or folder.is_symlink() or not any(folder.glob(f".*{_JOURNAL_SUFFIX}")):
         return
+    merged = []
     with ledger.updating(root) as record:
-        record.nodes[name] = entry
+        for path in sorted(folder.glob(f".*{_JOURNAL_SUFFIX}")):
+            merged.append(path)
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                name, entry = data["node"], data["entry"]
+                artefact = entry["artefact"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if isinstance(name, str) and isinstance(artefact, str) and artefact.startswith(f"{ENCRYPTED_DIR}/") \
+                    and sha256_file(root / artefact) == entry.get("artefact_sha256"):
+                record.nodes[name] = entry
+    for path in merged:
+        path.unlink(missing_ok=True)
+
+
+def _record_entry(inventory: Inventory, node: Node, entry: dict[str, Any], defer: bool) -> None:
+    if defer:
+        write_plaintext(_journal(inventory, node), json.dumps({"node": node.name, "entry": entry}))
+        return
+    with ledger.updating(inventory.root) as record:
+        record.nodes[node.name] = entry
 
 
 @lru_cache(maxsize=2)
@@ -171,13 +184,16 @@ def _parse_ledger_file(path: str, inode: int, mtime_ns: int, size: int) -> Ledge
         return ledger.parse_ledger(handle.read())
 
 
-def _ledger_entry(root: Path, name: str) -> dict[str, Any]:
-    """``name``'s ledger entry (deferred or on disk); the file is parsed once while it stays the same."""
-    with _PENDING_LOCK:
-        pending = (_PENDING.get(root) or {}).get(name)
-    if pending is not None:
-        return pending
-    path = root / LEDGER_FILE
+def _ledger_entry(inventory: Inventory, node: Node) -> dict[str, Any]:
+    """``node``'s ledger entry (journaled or in the ledger); the ledger is parsed once while it stays the same."""
+    try:
+        data = json.loads(_journal(inventory, node).read_text(encoding="utf-8"))
+        if isinstance(data, dict) and data.get("node") == node.name and isinstance(data.get("entry"), dict):
+            return data["entry"]
+    except (OSError, ValueError):
+        pass
+    name = node.name
+    path = inventory.root / LEDGER_FILE
     try:
         stat = path.stat()
     except FileNotFoundError:
@@ -190,9 +206,9 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
     """Encrypt ``node``'s rendered config into its artefact, unless the artefact already holds it.
 
     The artefact is replaced atomically and only after sops succeeded and the result passed the
-    keyless guard; any failure leaves the previous artefact as it was. ``defer_ledger``: keep the
-    ledger entry in memory until :func:`flush_ledger` (the doit graph flushes before anything reads
-    the ledger, and at the end of the run).
+    keyless guard; any failure leaves the previous artefact as it was. ``defer_ledger``: journal the
+    ledger entry for :func:`flush_ledger` (the doit graph flushes before anything reads the ledger,
+    and at the end of the run).
     """
     root = inventory.root
     artefact = node_artefact(inventory, node)
@@ -215,7 +231,7 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
                                                 "unencrypted_suffix", "mac_only_encrypted")}
     digest = ledger.keyed_digest(documents, ledger.canonical(shape))
 
-    entry = _ledger_entry(root, node.name)
+    entry = _ledger_entry(inventory, node)
     current_sha = sha256_file(root / artefact)
     artefact_known = current_sha is not None and entry.get("artefact_sha256") == current_sha
     unchanged = False
@@ -247,7 +263,7 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
         ledger.atomic_write(root / artefact, ciphertext)
         current_sha = ledger.sha256_bytes(ciphertext)
 
-    _record_entry(root, node.name, {
+    _record_entry(inventory, node, {
         "artefact": artefact,
         "intent": intent,
         "inputs": inputs,

@@ -149,7 +149,7 @@ def _user_errors(func: Callable[..., Any], *, node_step: bool = False) -> Callab
         runs = sops.runs_in_this_thread()
         try:
             if not node_step:
-                promotion.flush_ledger()
+                promotion.flush_ledger(_root())
             result = func(*args, **kwargs)
         except PipelineError as error:
             return TaskFailed(str(error))
@@ -261,7 +261,7 @@ def task_encrypt() -> Iterator[TaskDict]:
             "task_dep": [f"render:{node.name}"],
             "uptodate": [lambda name=node.name: _current(name)],
             # The deferred ledger entries reach the file at the end of the run, even after a failure.
-            "teardown": [promotion.flush_ledger],
+            "teardown": [lambda: promotion.flush_ledger(_root())],
             "verbosity": 2,
         }
 
