@@ -18,9 +18,11 @@ temporary HOME, lets `doit bootstrap` generate a fresh age key, secrets bundle a
 
 and the baseline: the seed's manual workflow (section 7.1), a shell loop running
 `sops --encrypt rendered/X.yaml > encrypted/X.encrypted.yaml` for every node with the same sops
-binary the pipeline runs (rendering not counted). Each scenario is reported as a ratio to it,
-with sops processes (from PROMOTE_SOPS_LOG), files written (work tree before/after, without .git
-and local state), artefacts changed and peak RSS (wait4).
+binary and settings the pipeline runs (rendering not counted; the loop in the user's own
+environment is measured too). Each scenario is reported as a ratio to it, with CPU time, sops
+processes (from PROMOTE_SOPS_LOG), files written (work tree before/after, without .git and local
+state), artefacts changed and peak RSS (wait4). The pipeline package is copied when the run starts
+(`--code DIR` to measure another checkout); `bench/compare.py A.json B.json` sets two runs side by side.
 """
 
 from __future__ import annotations
