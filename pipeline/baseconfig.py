@@ -26,8 +26,8 @@ from urllib.parse import urlparse
 import jinja2
 import yaml
 
+from pipeline.contracts import SUPPORTED_CONTRACTS, contract
 from pipeline.errors import PipelineError
-from pipeline.secrets_bundle import SUPPORTED_CONTRACTS, contract, issue_admin_certificate, validate_bundle
 
 __all__ = [
     "SUPPORTED_CONTRACTS",
@@ -181,6 +181,8 @@ def generate_base(role: str, bundle: dict, params: ClusterParams) -> list[dict]:
     if role not in ROLES:
         raise PipelineError(f"unknown machine role {role!r}: expected one of {', '.join(ROLES)}")
     contract_name = _check_params(params)
+    from pipeline.secrets_bundle import validate_bundle  # cryptography: only when generating
+
     validate_bundle(bundle, "<secrets bundle>")
     features = _features(contract_name)
     k8s = _kubernetes_version(params)
@@ -228,9 +230,13 @@ def generate_talosconfig(
     certificate (O=os:admin, signed by the os CA, Ed25519, valid 365 days from ``now``).
     """
     _check_params(params)
+    from pipeline.secrets_bundle import validate_bundle  # cryptography: only when generating
+
     validate_bundle(bundle, "<secrets bundle>")
     if isinstance(endpoints, str) or not all(isinstance(e, str) and e for e in endpoints):
         raise PipelineError("talosconfig endpoints must be a list of non-empty strings")
+    from pipeline.secrets_bundle import issue_admin_certificate
+
     crt, key = issue_admin_certificate(bundle, now=now)
     context: dict[str, Any] = {"endpoints": list(endpoints)}
     if nodes:

@@ -14,7 +14,6 @@ from pipeline.baseconfig import ClusterParams, dump_documents, generate_base, ge
 from pipeline.errors import PipelineError
 from pipeline.inventory import ROLES, Inventory
 from pipeline.rendering import ENCRYPTED_DIR, base_artefact
-from pipeline.secrets_bundle import generate_bundle, validate_bundle
 from pipeline.sopsconfig import SOPS_CONFIG, load_sops_config, render_sops_config
 
 SECRETS_ARTEFACT = f"{ENCRYPTED_DIR}/secrets.encrypted.yaml"
@@ -121,6 +120,8 @@ def bootstrap(inventory: Inventory) -> BootstrapReport:
         if use_talosctl:
             bundle = yaml.safe_load(talosctl.gen_secrets(root))
         else:
+            from pipeline.secrets_bundle import generate_bundle  # cryptography: only at bootstrap
+
             bundle = generate_bundle(inventory.cluster.talos_version)
         # The bundle reaches sops on stdin: its plaintext never touches the disk.
         _encrypt_to(root, SECRETS_ARTEFACT, yaml.safe_dump(bundle, sort_keys=False))
@@ -134,6 +135,8 @@ def bootstrap(inventory: Inventory) -> BootstrapReport:
     if todo:
         if bundle is None:
             bundle = yaml.safe_load(sops.decrypt(SECRETS_ARTEFACT, root))
+            from pipeline.secrets_bundle import validate_bundle
+
             validate_bundle(bundle, SECRETS_ARTEFACT)
         params = cluster_params(inventory)
         if use_talosctl:

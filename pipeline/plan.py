@@ -22,7 +22,6 @@ from pipeline.inventory import ROLES, Inventory, Node, load_inventory
 from pipeline.patching import apply_patches
 from pipeline.promotion import describe_trigger, is_current
 from pipeline.rendering import base_artefact, intent_inputs, load_node_patches, node_artefact, render_node
-from pipeline.secrets_bundle import validate_bundle
 from pipeline.sopsconfig import SOPS_CONFIG
 from pipeline.validation import validate_machine_config
 from pipeline.verify import decrypt_many
@@ -106,6 +105,8 @@ def make_plan(root: Path) -> Plan:
     plan.redactor = Redactor.from_bundle(bundle)
     bases: dict[str, list[Any]] = {}
     if regenerated:
+        from pipeline.secrets_bundle import validate_bundle  # cryptography: only when a base is regenerated
+
         validate_bundle(bundle, guard.SECRETS_ARTEFACT)
         bases = _new_bases(inventory, bundle, regenerated)
 

@@ -37,10 +37,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pipeline.contracts import SUPPORTED_CONTRACTS as SUPPORTED_CONTRACTS  # re-exported
+from pipeline.contracts import contract
 from pipeline.errors import PipelineError
-
-#: Version contracts this generator knows how to reproduce, oldest first.
-SUPPORTED_CONTRACTS: tuple[str, ...] = ("v1.11", "v1.12", "v1.13")
 
 CA_VALIDITY = timedelta(days=3650)  # Talos: 87600h
 ADMIN_CERT_VALIDITY = timedelta(days=365)  # Talos: TalosAPIDefaultCertificateValidityDuration
@@ -48,7 +47,6 @@ ADMIN_ROLE = "os:admin"
 
 _TOKEN_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 TOKEN_PATTERN = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
-_VERSION_PATTERN = re.compile(r"^v(\d+)\.(\d+)($|\.)")
 _PEM_PATTERN = re.compile(
     r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----",
     re.DOTALL,
@@ -60,28 +58,6 @@ _CERT_SECTIONS = ("etcd", "k8s", "k8saggregator", "k8sserviceaccount", "os")
 _KEY_LABELS = ("EC PRIVATE KEY", "ED25519 PRIVATE KEY", "RSA PRIVATE KEY", "PRIVATE KEY")
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
-
-
-def contract(talos_version: str) -> str:
-    """The version contract ("v1.11") of a Talos version ("v1.11.5", "1.11", "v1.11.0-beta.1").
-
-    Raises PipelineError for an unparsable version or a contract this generator does not support.
-    """
-    # Same rule as Talos's ParseContractFromVersion: "v" optional, major.minor then end or a dot.
-    text = str(talos_version).strip()
-    match = _VERSION_PATTERN.match("v" + text.removeprefix("v"))
-    if match is None:
-        raise PipelineError(
-            f"cannot parse Talos version {talos_version!r}: expected vMAJOR.MINOR[.PATCH], "
-            f"one of the supported contracts {', '.join(SUPPORTED_CONTRACTS)}"
-        )
-    found = f"v{int(match.group(1))}.{int(match.group(2))}"
-    if found not in SUPPORTED_CONTRACTS:
-        raise PipelineError(
-            f"unsupported Talos version {talos_version!r} (contract {found}): "
-            f"supported contracts are {', '.join(SUPPORTED_CONTRACTS)}"
-        )
-    return found
 
 
 # --- encoding helpers -------------------------------------------------------------------------

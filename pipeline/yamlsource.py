@@ -13,7 +13,11 @@ from pipeline.errors import PipelineError
 LineMap = dict[tuple[Any, ...], int]
 
 
-class _StrictLoader(yaml.SafeLoader):
+# libyaml's parser when PyYAML was built with it: the inventory is parsed on every run.
+_BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_BASE_LOADER):  # type: ignore[valid-type,misc]
     """A safe loader that refuses duplicate mapping keys (PyYAML keeps the last one silently)."""
 
 
@@ -57,8 +61,13 @@ def _line_map(node: yaml.Node | None, prefix: tuple[Any, ...], out: LineMap) -> 
 def load_yaml_with_lines(text: str, source: str | Path) -> tuple[Any, LineMap]:
     """Parse one YAML document, refusing duplicate keys, and map each key path to its line."""
     try:
-        data = yaml.load(text, Loader=_StrictLoader)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        # One parse: compose the node tree (it carries the line marks), then construct from it.
+        node = yaml.compose(text, Loader=_BASE_LOADER)
+        loader = _StrictLoader("")
+        try:
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except PipelineError as error:
         raise PipelineError(error.message, path=source, line=error.line) from None
     except yaml.MarkedYAMLError as error:
