@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 from urllib.parse import urlparse
 
@@ -263,6 +263,37 @@ class _TalosDumper(yaml.SafeDumper):
         # go-yaml quotes with double quotes ("" for an empty string) where PyYAML uses single ones.
         style = super().choose_scalar_style()
         return '"' if style == "'" else style
+
+    # PyYAML's emitter analyses and writes every scalar a character at a time in Python; a fleet's
+    # configs are mostly long base64 certificates and keys, the same in every node of a role. Two
+    # output-neutral shortcuts: the analysis (a pure function of the scalar) is memoised, and a
+    # plain scalar with no space or line break is written in one piece, as the loop would.
+    def analyze_scalar(self, scalar: str) -> Any:
+        return _scalar_analysis(scalar, self.allow_unicode)
+
+    def write_plain(self, text: str, split: bool = True) -> None:
+        if not text or _PLAIN_SPLITS.search(text):
+            super().write_plain(text, split)
+            return
+        if self.root_context:
+            self.open_ended = True
+        if not self.whitespace:
+            self.column += 1
+            self.stream.write(" ".encode(self.encoding) if self.encoding else " ")
+        self.whitespace = False
+        self.indention = False
+        self.column += len(text)
+        self.stream.write(text.encode(self.encoding) if self.encoding else text)
+
+
+_PLAIN_SPLITS = re.compile("[ \n\x85\u2028\u2029]")
+
+
+@lru_cache(maxsize=4096)
+def _scalar_analysis(scalar: str, allow_unicode: bool) -> Any:
+    probe = yaml.emitter.Emitter.__new__(yaml.emitter.Emitter)  # analyze_scalar reads allow_unicode only
+    probe.allow_unicode = allow_unicode
+    return yaml.emitter.Emitter.analyze_scalar(probe, scalar)
 
 
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:

@@ -342,12 +342,18 @@ def rekey(inventory: Inventory, emit: Emit = _quiet) -> RekeyReport:
     return report
 
 
-def _rekey_one(root: Path, scratch: Path, artefact: str, wants: tuple[str, ...], names: dict[str, str]) -> None:
+def _scratch_copy(root: Path, scratch: Path, artefact: str) -> tuple[bytes, Path]:
+    """Copy ``artefact`` (ciphertext only) to the same relative path under ``scratch``; (its bytes, the copy)."""
     data = (root / artefact).read_bytes()
-    before = data.decode()
     copy = scratch / artefact
     copy.parent.mkdir(parents=True, exist_ok=True)
     copy.write_bytes(data)
+    return data, copy
+
+
+def _rekey_one(root: Path, scratch: Path, artefact: str, wants: tuple[str, ...], names: dict[str, str]) -> None:
+    data, copy = _scratch_copy(root, scratch, artefact)
+    before = data.decode()
     # `sops updatekeys` rewrites its file in place and has no --filename-override: it runs on a copy
     # at the same path relative to a copy of .sops.yaml, so the same creation rule applies.
     try:
@@ -452,11 +458,8 @@ def rotate(inventory: Inventory, emit: Emit = _quiet,
 
 
 def _rotate_one(root: Path, scratch: Path, artefact: str, number: int, names: dict[str, str]) -> None:
-    data = (root / artefact).read_bytes()
+    data, copy = _scratch_copy(root, scratch, artefact)
     before = data.decode()
-    copy = scratch / artefact
-    copy.parent.mkdir(parents=True, exist_ok=True)
-    copy.write_bytes(data)
     try:
         old = _documents(sops.decrypt(artefact, scratch))
         rotated = sops.rotate(artefact, scratch)  # to stdout: the copy is untouched

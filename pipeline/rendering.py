@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline import sops
-from pipeline.baseconfig import _TalosDumper, dump_documents
+from pipeline.baseconfig import dump_documents
 from pipeline.errors import PipelineError
 from pipeline.inventory import Inventory, Node
 from pipeline.ledger import canonical, sha256_bytes, sha256_file
@@ -157,59 +154,6 @@ def base_documents(inventory: Inventory, role: str) -> list[dict[str, Any]]:
     return load_documents(text, artefact)
 
 
-# --- dumping a fleet of configs ----------------------------------------------------------------
-# PyYAML's emitter analyses and writes every scalar a character at a time in Python; a rendered
-# config is mostly long base64 certificates and keys, the same in every node of a role. Two
-# output-neutral shortcuts: the analysis (a pure function of the scalar) is memoised, and a plain
-# scalar with no space or line break is written in one piece, which is what the loop does.
-_PLAIN_SPLITS = re.compile("[ \n\x85\u2028\u2029]")
-
-
-@lru_cache(maxsize=4096)
-def _scalar_analysis(scalar: str, allow_unicode: bool) -> Any:
-    probe = _TalosDumper.__new__(_TalosDumper)  # analyze_scalar reads allow_unicode only
-    probe.allow_unicode = allow_unicode
-    return yaml.emitter.Emitter.analyze_scalar(probe, scalar)
-
-
-class _FleetDumper(_TalosDumper):
-    def analyze_scalar(self, scalar: str) -> Any:
-        return _scalar_analysis(scalar, self.allow_unicode)
-
-    def write_plain(self, text: str, split: bool = True) -> None:
-        if not text or _PLAIN_SPLITS.search(text):
-            super().write_plain(text, split)
-            return
-        if self.root_context:
-            self.open_ended = True
-        if not self.whitespace:
-            self.column += 1
-            self.stream.write(" ".encode(self.encoding) if self.encoding else " ")
-        self.whitespace = False
-        self.indention = False
-        self.column += len(text)
-        self.stream.write(text.encode(self.encoding) if self.encoding else text)
-
-
-_FLEET_DUMP_CHECKED: list[bool] = []  # [] until this process compared it with dump_documents once
-
-
-def _dump_rendered(documents: list[dict[str, Any]]) -> str:
-    """``dump_documents(documents)``, about 2-4x faster; checked against it once per process."""
-    if _FLEET_DUMP_CHECKED and not _FLEET_DUMP_CHECKED[0]:
-        return dump_documents(documents)
-    text = "---\n".join(
-        yaml.dump(document, Dumper=_FleetDumper, indent=4, sort_keys=False, default_flow_style=False,
-                  allow_unicode=True, width=2**31 - 1)
-        for document in documents
-    )
-    if not _FLEET_DUMP_CHECKED:
-        reference = dump_documents(documents)
-        _FLEET_DUMP_CHECKED.append(text == reference)  # dump_documents' options changed: use it
-        return reference
-    return text
-
-
 @dataclass(frozen=True)
 class Rendered:
     """A node's rendered config: its documents, their text, and the intent digest they came from."""
@@ -242,7 +186,7 @@ def render_node(inventory: Inventory, node: Node) -> Rendered:
     else:
         documents = apply_patches(base, patches)
     validate_machine_config(documents, f"node {node.name}")
-    return Rendered(documents, _dump_rendered(documents), inputs, source)
+    return Rendered(documents, dump_documents(documents), inputs, source)
 
 
 def write_plaintext(path: Path, text: str) -> None:
