@@ -20,14 +20,16 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import jinja2
 import yaml
 
 from pipeline.contracts import SUPPORTED_CONTRACTS, contract
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    import jinja2
 
 __all__ = [
     "SUPPORTED_CONTRACTS",
@@ -111,6 +113,8 @@ def _quote(value: Any) -> str:
 
 @cache
 def _environment() -> jinja2.Environment:
+    import jinja2  # only when a base config is generated (bootstrap), not on every promotion
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("pipeline", "templates"),
         undefined=jinja2.StrictUndefined,

@@ -13,7 +13,7 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from pipeline import keyring, promotion, runlock, sops
+from pipeline import promotion, runlock, sops
 from pipeline.errors import PipelineError
 from pipeline.inventory import Inventory, load_inventory
 
@@ -69,6 +69,8 @@ def _stage(inventory: Inventory, lines: _Lines) -> None:
 
 def rekey(lines: _Lines) -> dict[str, Any]:
     """The `rekey` action."""
+    from pipeline import keyring  # imported when a key task runs, not on every `doit`
+
     inventory = _writer_inventory()
     report = keyring.rekey(inventory, lines)
     lines.lines.extend(f"note: {note}" for note in report.notes)
@@ -83,6 +85,8 @@ def rekey(lines: _Lines) -> dict[str, Any]:
 
 def rotate(lines: _Lines) -> dict[str, Any]:
     """The `rotate` action."""
+    from pipeline import keyring  # imported when a key task runs, not on every `doit`
+
     inventory = _writer_inventory()
     report = keyring.rotate(inventory, lines)
     _stage(inventory, lines)
@@ -94,6 +98,8 @@ def rotate(lines: _Lines) -> dict[str, Any]:
 
 def keygen(lines: _Lines, out: str = "") -> dict[str, Any]:
     """The `keygen` action."""
+    from pipeline import keyring  # imported when a key task runs, not on every `doit`
+
     path, public = keyring.keygen(out, _root())
     lines(f"keygen: new age identity in {path} (mode 0600)")
     lines(f"public key: {public}")
@@ -103,6 +109,8 @@ def keygen(lines: _Lines, out: str = "") -> dict[str, Any]:
 
 def drill(lines: _Lines, key: str = "") -> dict[str, Any]:
     """The `drill` action."""
+    from pipeline import keyring  # imported when a key task runs, not on every `doit`
+
     if not key:
         raise PipelineError("drill needs --key FILE: the (backup) age key file to recover with")
     report = keyring.drill(_root(), Path(key), lines)

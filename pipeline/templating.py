@@ -4,26 +4,35 @@ from __future__ import annotations
 
 import re
 import sys
-from functools import lru_cache
-from typing import Any
-
-import jinja2
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import PipelineError
 
-_ENV = jinja2.Environment(
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-    autoescape=False,  # YAML, not HTML
-)
+if TYPE_CHECKING:
+    import jinja2
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    # jinja2 is imported on first use: most runs template nothing, or only `{{ a.b }}` lookups.
+    import jinja2
+
+    return jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # YAML, not HTML
+    )
 
 
 @lru_cache(maxsize=4096)
 def _compile(text: str, source: str) -> jinja2.Template:
     # Keyed by text too: an edited file is recompiled, an unchanged one (every node shares
     # resolvers.yaml) is compiled once per process.
+    import jinja2
+
     try:
-        return _ENV.from_string(text)
+        return _environment().from_string(text)
     except jinja2.TemplateSyntaxError as error:
         raise PipelineError(f"template syntax error: {error.message}", path=source, line=error.lineno) from None
 
@@ -84,6 +93,8 @@ def render_template(text: str, source: str, context: dict[str, Any]) -> str:
     simple = _render_simple(text, context)
     if simple is not None:
         return simple
+    import jinja2
+
     template = _compile(text, source)
     try:
         return template.render(context)
