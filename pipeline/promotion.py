@@ -80,8 +80,27 @@ def _render(inventory: Inventory, node: Node) -> tuple[Path, Rendered]:
     write_plaintext(path, result.text)
     if talosctl.binary() is not None:
         talosctl.validate(path, f"node {node.name}")  # Talos's own validator, when it is installed
-    write_plaintext(_intent_sidecar(inventory, node), json.dumps(result.inputs))
+    # The keyed digest is taken here, while the documents are in memory: encrypt need not parse
+    # the rendered file again (a few ms a node, which adds up over a fleet).
+    shape = _rule_shape(inventory.root, node_artefact(inventory, node))
+    digest = ledger.keyed_digest(result.documents, ledger.canonical(shape)) if shape is not None else None
+    sidecar = {"inputs": result.inputs, "rendered": digest, "shape": shape}
+    write_plaintext(_intent_sidecar(inventory, node), json.dumps(sidecar))
     return path, result
+
+
+def _rule_shape(root: Path, artefact: str) -> dict[str, Any] | None:
+    """What the creation rule for ``artefact`` encrypts (None: no rule matches).
+
+    It is part of what the artefact encodes (a new regex means re-encrypt); who it is encrypted
+    for is compared on the artefact itself, and is `doit rekey`'s business.
+    """
+    config = _sops_config(root)
+    rule = config.rule_for(artefact) if config else None
+    if rule is None:
+        return None
+    return {key: rule.raw.get(key) for key in ("encrypted_regex", "unencrypted_regex", "encrypted_suffix",
+                                               "unencrypted_suffix", "mac_only_encrypted")}
 
 
 @dataclass(frozen=True)
@@ -216,20 +235,29 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
     sidecar = _intent_sidecar(inventory, node)
     if not plain.is_file() or not sidecar.is_file():
         render(inventory, node)  # e.g. `doit encrypt:cp1` after a purge
-    text = plain.read_text(encoding="utf-8")
-    inputs = json.loads(sidecar.read_text(encoding="utf-8"))
+    rendered = json.loads(sidecar.read_text(encoding="utf-8"))
+    if not isinstance(rendered, dict):
+        rendered = {"inputs": rendered}  # a sidecar from an older pipeline: inputs only
+    inputs = rendered["inputs"]
     intent = ledger.sha256_bytes(ledger.canonical(inputs))
-    documents = [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc is not None]
 
     config = _sops_config(root)
     rule = config.rule_for(artefact) if config else None
     if rule is None:
         raise PipelineError("no .sops.yaml creation rule matches this artefact path", path=artefact)
-    # What the rule encrypts is part of what the artefact encodes (a new regex means re-encrypt);
-    # who it is encrypted for is compared on the artefact itself, and is `doit rekey`'s business.
-    shape = {key: rule.raw.get(key) for key in ("encrypted_regex", "unencrypted_regex", "encrypted_suffix",
-                                                "unencrypted_suffix", "mac_only_encrypted")}
-    digest = ledger.keyed_digest(documents, ledger.canonical(shape))
+    shape = _rule_shape(root, artefact)
+    parsed: list[Any] = []
+
+    def documents() -> list[Any]:
+        if not parsed:
+            text = plain.read_text(encoding="utf-8")
+            parsed.extend(doc for doc in yaml.load_all(text, Loader=_LOADER) if doc is not None)
+        return parsed
+
+    if rendered.get("shape") == shape and "rendered" in rendered:
+        digest = rendered["rendered"]
+    else:  # .sops.yaml changed since the render, or an older sidecar
+        digest = ledger.keyed_digest(documents(), ledger.canonical(shape))
 
     entry = _ledger_entry(inventory, node)
     current_sha = sha256_file(root / artefact)
@@ -249,7 +277,7 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
                        if doc is not None]
                 # Kept artefacts are recorded in the ledger, and the promotion's guard trusts what
                 # the ledger records: judge this one now, as if sops had just written it.
-                unchanged = old == documents and not guard.scan_artefact(current_text, artefact)
+                unchanged = old == documents() and not guard.scan_artefact(current_text, artefact)
             except PipelineError:
                 unchanged = False
 
