@@ -47,7 +47,7 @@ class _Lines:
 
 def _run(func: Callable[..., dict[str, Any]], **params: Any) -> Any:
     """Run ``func(lines, **params)``: bad input and Ctrl-C become a task failure (exit 1, one line)."""
-    runs = sops.RUNS
+    runs = sops.runs_in_this_thread()
     lines = _Lines()
     try:
         values = func(lines, **params)
@@ -58,7 +58,7 @@ def _run(func: Callable[..., dict[str, Any]], **params: Any) -> Any:
         lines.flush_to_stderr()
         return TaskFailed(f"interrupted: every artefact is whole; run doit {func.__name__} again")
     values["lines"] = [*lines.lines, *values.get("lines", [])]
-    values["sops_runs"] = sops.RUNS - runs
+    values["sops_runs"] = sops.runs_in_this_thread() - runs
     return values
 
 

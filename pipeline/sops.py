@@ -49,8 +49,9 @@ def _child_env() -> dict[str, str] | None:
     return {**CHILD_ENV, **os.environ}
 
 
-RUNS = 0  # sops processes started by this process (the report counts them)
-_THIS_THREAD = threading.local()  # the same count per thread (`doit -P thread` runs actions in threads)
+# sops processes started, counted per thread: `doit -P thread` runs several actions at once, and
+# the report credits each action with its own runs.
+_THIS_THREAD = threading.local()
 
 
 def runs_in_this_thread() -> int:
@@ -64,8 +65,6 @@ def credit_runs(count: int) -> None:
 
 
 def _log_run(argv: Sequence[str]) -> None:
-    global RUNS
-    RUNS += 1
     _THIS_THREAD.runs = runs_in_this_thread() + 1
     # An opt-in audit trail (tests and the benchmark count sops processes with it).
     log = os.environ.get("PROMOTE_SOPS_LOG")
