@@ -17,6 +17,8 @@ reproduces the stability fixtures byte for byte.
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache, lru_cache
@@ -29,6 +31,8 @@ from pipeline.contracts import SUPPORTED_CONTRACTS, contract
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import jinja2
 
 __all__ = [
@@ -310,20 +314,201 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _TalosDumper.add_representer(str, _represent_str)
 
 
+def _dump_one(document: Any) -> str:
+    # One standalone YAML stream in Talos's encoding: today's per-document dump, unchanged.
+    return yaml.dump(
+        document,
+        Dumper=_TalosDumper,
+        indent=4,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=2**31 - 1,  # go-yaml does not fold long lines
+    )
+
+
+def _reference_dump(documents: list[dict]) -> str:
+    # The whole-document encoding that dump_documents must reproduce byte for byte (and the
+    # oracle its tests compare against).
+    return "---\n".join(_dump_one(document) for document in documents)
+
+
+# --- fragment memo -----------------------------------------------------------------------------
+#
+# A fleet's node configs share most of their subtrees (the cluster section, certificates, kubelet,
+# install...), so re-running the pure-Python emitter over them for every node is wasted work.
+# dump_documents instead emits a mapping document as the concatenation of one text fragment per
+# top-level item or, for a top-level item whose value is a non-empty mapping, a header line
+# ("key:") followed by one fragment per second-level item; fragments are memoised.
+#
+# Why that is the same text: PyYAML's emitter writes a block mapping item by item, and what it
+# writes for one item depends only on that item and its indentation level, never on its siblings:
+# width is unlimited, so the column never decides a line split; whether a key is written simple or
+# complex depends on the key alone; and every item ends with a line break, before the next item or
+# the end of the document alike. A second-level fragment is cut out of the dump of
+# {key: {sub_key: value}}, so the emitter itself writes it at the nested indentation: no text is
+# ever re-indented. The one document-level effect is the "..." end marker the emitter adds when a
+# document's last scalar is a keep-chomped literal block ("|+"): it is cut from every fragment and
+# re-added when the document's last fragment carried it.
+#
+# The memo key is the item's key(s) and repr(value), which is exact once _is_plain_tree has vetted
+# the document: only exact dict/list/str/int/bool/float/None with str keys, whose reprs are
+# distinct Python literals for distinct values (so bool/int, int/float, "1"/1 never share a key;
+# the one shared repr, "nan", dumps as ".nan" whatever the NaN; tuples and str or dict subclasses
+# are refused outright); no container reached twice (the emitter would write an anchor and
+# aliases, possibly across fragments; this also rules out cycles); and a depth far below the
+# recursion limit (so the full dump's RecursionError stays one). Anything else goes through the
+# full dump unchanged, errors included.
+
+_MAX_DEPTH = 64  # Talos configs nest about 10 deep; PyYAML's recursion gives out in the hundreds
+_SCALARS = frozenset({str, int, bool, float, type(None)})
+_STR = frozenset({str})
+_END_MARKER = "...\n"
+_BREAKS = ("\n", "\x85", "\u2028", "\u2029")  # what the emitter writes as line breaks
+_HEADER_PROBE = "    k: null\n"  # what {"k": None} dumps to, nested one level
+
+
+def _is_plain_tree(root: dict) -> bool:
+    """Whether ``root`` is plain data whose repr is an exact fragment memo key."""
+    level: list[Any] = [root]
+    containers = 0
+    seen: set[int] = set()
+    for _depth in range(_MAX_DEPTH + 1):
+        containers += len(level)
+        seen.update(map(id, level))
+        if len(seen) != containers:
+            return False  # a container reached twice: the dump would use an anchor
+        deeper: list[Any] = []
+        for node in level:
+            if type(node) is dict:
+                if not _STR.issuperset(map(type, node)):
+                    return False
+                items: Any = node.values()
+            else:
+                items = node
+            for item in items:
+                kind = type(item)
+                if kind is dict or kind is list:
+                    deeper.append(item)
+                elif kind not in _SCALARS:
+                    return False
+        if not deeper:
+            return True
+        level = deeper
+    return False
+
+
+# A fragment: its text, and whether its dump ended with the document end marker (cut from the text).
+_Fragment = tuple[str, bool]
+
+
+class _FragmentMemo:
+    """Bounded, thread-safe LRU of fragments."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[str, ...], _Fragment | None] = OrderedDict()
+        self._lock = threading.Lock()  # renders run on worker threads
+
+    def get(self, key: tuple[str, ...], make: Callable[[], _Fragment | None]) -> _Fragment | None:
+        """The fragment remembered under ``key``, else ``make()``'s, remembered (the oldest goes)."""
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        fragment = make()  # unlocked: two threads may both make it, and make the same
+        with self._lock:
+            self._entries[key] = fragment
+            if len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return fragment
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._entries.clear()
+
+
+# A role's shared fragments (~60) are used by every node and stay; per-node ones age out.
+_FRAGMENTS = _FragmentMemo(4096)
+
+
+def _cut_end_marker(text: str) -> _Fragment:
+    # A fragment's last line is "..." only as the end marker: a top-level "..." key is quoted and
+    # anything nested is indented. The break before it may be any YAML line break: a literal block
+    # ending in "\x85" (or U+2028/U+2029) ends with that character, not with "\n".
+    if text.endswith(_END_MARKER) and text[-len(_END_MARKER) - 1 : -len(_END_MARKER)] in _BREAKS:
+        return text[: -len(_END_MARKER)], True
+    return text, False
+
+
+@lru_cache(maxsize=256)
+def _mapping_header(key: str) -> str | None:
+    # The "key:\n" line that opens a top-level item whose value is a block mapping, or None when
+    # the key is not written on one line as a simple key (then the item stays one fragment).
+    text = _dump_one({key: {"k": None}})
+    header = text[: -len(_HEADER_PROBE)]
+    if not text.endswith(_HEADER_PROBE) or not header.endswith(":\n") or header.count("\n") != 1:
+        return None
+    return header
+
+
+def _top_fragment(key: str, value: Any) -> _Fragment | None:
+    # One top-level item, as the emitter writes it.
+    return _FRAGMENTS.get((key, repr(value)), lambda: _cut_end_marker(_dump_one({key: value})))
+
+
+def _nested_fragment(key: str, header: str, sub_key: str, value: Any) -> _Fragment | None:
+    # One second-level item, as the emitter writes it under its parent's header line.
+    def make() -> _Fragment | None:
+        text = _dump_one({key: {sub_key: value}})
+        # Cannot fail for a key _mapping_header accepted; checked rather than assumed.
+        return _cut_end_marker(text[len(header) :]) if text.startswith(header) else None
+
+    return _FRAGMENTS.get((key, sub_key, repr(value)), make)
+
+
+def _fragment_dump(document: dict) -> str | None:
+    # The document's text assembled from memoised fragments; None when it must take the full dump.
+    parts: list[str] = []
+    ends_open = False
+    for key, value in document.items():
+        header = _mapping_header(key) if type(value) is dict and value else None
+        if header is None:
+            fragments = [_top_fragment(key, value)]
+        else:
+            parts.append(header)
+            fragments = [_nested_fragment(key, header, sub_key, sub_value) for sub_key, sub_value in value.items()]
+        for fragment in fragments:
+            if fragment is None:
+                return None
+            text, ends_open = fragment
+            parts.append(text)
+    if ends_open:
+        parts.append(_END_MARKER)
+    return "".join(parts)
+
+
+def _dump_document(document: Any) -> str:
+    if type(document) is dict and document and _is_plain_tree(document):
+        try:
+            text = _fragment_dump(document)
+        except ValueError:
+            # repr cannot write an int past Python's digit limit (nor can the emitter): the full
+            # dump raises exactly what it always raised.
+            text = None
+        if text is not None:
+            return text
+    return _dump_one(document)
+
+
 def dump_documents(documents: list[dict]) -> str:
     """YAML text of a multi-document config in Talos's encoding.
 
-    4-space indent, key order preserved, ``---`` between documents.
+    4-space indent, key order preserved, ``---`` between documents. Byte for byte the text of a
+    whole-document dump, built from memoised per-item fragments (see the fragment memo above).
     """
-    return "---\n".join(
-        yaml.dump(
-            document,
-            Dumper=_TalosDumper,
-            indent=4,
-            sort_keys=False,
-            default_flow_style=False,
-            allow_unicode=True,
-            width=2**31 - 1,  # go-yaml does not fold long lines
-        )
-        for document in documents
-    )
+    return "---\n".join(_dump_document(document) for document in documents)

@@ -8,9 +8,11 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from pipeline.errors import PipelineError
-from pipeline.graph import DEFAULT_FORMATS, FAILING, UP_TO_DATE, WILL_RUN, write_graph
 
 DEFAULT_OUT = "graph.dot"
+# pipeline.graph.DEFAULT_FORMATS; that module is imported by the action only (dodo.py imports this
+# one on every run).
+DEFAULT_FORMATS = ("svg", "png")
 
 
 def _formats(text: str) -> list[str]:
@@ -20,6 +22,8 @@ def _formats(text: str) -> list[str]:
 
 def draw(out: str = DEFAULT_OUT, formats: str = ",".join(DEFAULT_FORMATS)) -> dict[str, Any] | TaskFailed:
     """The action: write the graph; bad input or a graphviz error is a one-line task failure."""
+    from pipeline.graph import FAILING, UP_TO_DATE, WILL_RUN, write_graph
+
     root = Path.cwd()  # doit runs from the folder of dodo.py: the repository
     target = Path(out) if Path(out).is_absolute() else root / out
     wanted = _formats(formats)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -34,10 +36,43 @@ from pipeline.sopsconfig import SOPS_CONFIG, SopsConfig, parse_sops_config
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+# What encrypt must know about a rendered file travels with it from render: the intent it was
+# rendered from (so the ledger records what was actually rendered even if a patch is saved again
+# mid-promotion), its keyed digest and the rule shape. Within one process (doit -n 1, -P thread,
+# watch) it is handed over in memory, tied to the file's identity; a `doit -n N` worker process
+# also writes it beside the plaintext, since the encrypt step may run in another worker. A
+# file creation is the dearest step of a render on many filesystems, so the common case makes none.
+_HANDOFF: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+
 def _intent_sidecar(inventory: Inventory, node: Node) -> Path:
-    # The digest of the intent a rendered file was made from travels with it, so the ledger
-    # records what was actually rendered even if a patch is saved again mid-promotion.
     return inventory.root / RENDERED_DIR / f".{inventory.artefact_name(node)}.intent"
+
+
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def _in_worker_process() -> bool:
+    # doit -n N runs tasks in multiprocessing workers; doit has imported multiprocessing by then.
+    multiprocessing = sys.modules.get("multiprocessing")
+    return multiprocessing is not None and multiprocessing.parent_process() is not None
+
+
+def _rendered_facts(inventory: Inventory, node: Node, plain: Path) -> dict[str, Any] | None:
+    """What the render of ``plain`` recorded for encrypt (None: unknown here, render again)."""
+    handed = _HANDOFF.pop(str(plain), None)
+    if handed is not None and handed[0] == _file_identity(plain):
+        return handed[1]
+    try:
+        facts = json.loads(_intent_sidecar(inventory, node).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return facts if isinstance(facts, dict) and "inputs" in facts else None
 
 
 def is_current(inventory: Inventory, record: Ledger, node: Node,
@@ -84,8 +119,12 @@ def _render(inventory: Inventory, node: Node) -> tuple[Path, Rendered]:
     # the rendered file again (a few ms a node, which adds up over a fleet).
     shape = _rule_shape(inventory.root, node_artefact(inventory, node))
     digest = ledger.keyed_digest(result.documents, ledger.canonical(shape)) if shape is not None else None
-    sidecar = {"inputs": result.inputs, "rendered": digest, "shape": shape}
-    write_plaintext(_intent_sidecar(inventory, node), json.dumps(sidecar))
+    facts = {"inputs": result.inputs, "rendered": digest, "shape": shape}
+    identity = _file_identity(path)
+    if identity is not None:
+        _HANDOFF[str(path)] = (identity, facts)
+    if _in_worker_process():
+        write_plaintext(_intent_sidecar(inventory, node), json.dumps(facts))
     return path, result
 
 
@@ -153,46 +192,118 @@ def _same_recipients(text: str, wanted: tuple[str, ...]) -> bool:
     return guard.artefact_recipients(text) == tuple(sorted(wanted))
 
 
-# Each encrypt task leaves its ledger entry in a small journal beside the node's plaintext
-# (rendered/.<stem>.ledger); the next action that reads the ledger (promote, stage, check...) or the
-# end of the run merges them all in one locked read-modify-write. Rewriting the whole ledger per
-# node made a fleet's promotion quadratic, and `doit -n N` workers share nothing but files. An
-# entry is merged only while the artefact on disk is the one it describes, so a journal left by a
-# killed run is merged later if still true and dropped otherwise; and an artefact the ledger does
-# not know is decrypted and compared, never re-encrypted blindly.
-_JOURNAL_SUFFIX = ".ledger"
+# Each encrypt task appends its ledger entry to a journal of its process (rendered/.ledger-journal.<pid>,
+# one JSON line per node); the next action that reads the ledger (promote, stage, check...), the end
+# of the run, or the start of the next writing run merges them all in one locked read-modify-write.
+# Rewriting the whole ledger per node made a fleet's promotion quadratic, `doit -n N` workers share
+# nothing but files, and one file per process (not per node) keeps file creations off the per-node
+# path. An entry is merged only while the artefact on disk is the one it describes, so a journal
+# left by a killed run is merged later if still true and dropped otherwise (a torn last line is
+# skipped); and an artefact the ledger does not know is decrypted and compared, never re-encrypted
+# blindly. Appends and the merge hold the journal's flock; the merge unlinks a journal it has read,
+# and a writer that finds its journal unlinked opens a new one, so no entry is lost in between.
+_JOURNAL_PREFIX = ".ledger-journal."
+_journal: dict[str, tuple[int, int]] = {}  # repo root -> (pid, fd) of this process's journal
+_journaled: dict[str, dict[str, dict[str, Any]]] = {}  # repo root -> node -> entry not yet merged here
 
 
-def _journal(inventory: Inventory, node: Node) -> Path:
-    return inventory.root / RENDERED_DIR / f".{inventory.artefact_name(node)}{_JOURNAL_SUFFIX}"
+def _journal_fd(root: Path) -> int:
+    key = str(root)
+    held = _journal.get(key)
+    if held is not None and held[0] == os.getpid():
+        return held[1]
+    # A forked worker must not share its parent's descriptor: flock belongs to the open file.
+    folder = root / RENDERED_DIR
+    if folder.is_symlink():
+        raise PipelineError("refusing to write through a symlink: remove it", path=f"{RENDERED_DIR}/")
+    folder.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(folder / f"{_JOURNAL_PREFIX}{os.getpid()}",
+                 os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    _journal[key] = (os.getpid(), fd)
+    return fd
+
+
+def _forget_journal(root: Path) -> None:
+    held = _journal.pop(str(root), None)
+    if held is not None and held[0] == os.getpid():
+        with contextlib.suppress(OSError):
+            os.close(held[1])
+
+
+def journal_entry(root: Path, name: str, entry: dict[str, Any]) -> None:
+    """Append ``name``'s ledger entry to this process's journal (merged by :func:`flush_ledger`)."""
+    line = (json.dumps({"node": name, "entry": entry}, separators=(",", ":")) + "\n").encode()
+    for _attempt in range(3):
+        fd = _journal_fd(root)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fd).st_nlink == 0:  # merged (or purged) since it was opened: start a new one
+                _forget_journal(root)
+                continue
+            os.write(fd, line)
+            break
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+    else:
+        raise PipelineError("could not append to the ledger journal", path=f"{RENDERED_DIR}/")
+    _journaled.setdefault(str(root), {})[name] = entry
+
+
+def _read_journal(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The entries of one journal (locked, then unlinked so its writer starts a new one)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return []
+    entries = []
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read()
+        for raw in data.splitlines():
+            try:
+                item = json.loads(raw)
+                name, entry = item["node"], item["entry"]
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by a crash
+            if isinstance(name, str) and isinstance(entry, dict):
+                entries.append((name, entry))
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+    return entries
 
 
 def flush_ledger(root: Path) -> None:
     """Merge the ledger entries that ``encrypt(..., defer_ledger=True)`` journaled into the ledger."""
     folder = root / RENDERED_DIR
-    if not folder.is_dir() or folder.is_symlink() or not any(folder.glob(f".*{_JOURNAL_SUFFIX}")):
+    _journaled.pop(str(root), None)
+    if not folder.is_dir() or folder.is_symlink():
         return
-    merged = []
+    journals = sorted(folder.glob(f"{_JOURNAL_PREFIX}*"))
+    if not journals:
+        return
     with ledger.updating(root) as record:
-        for path in sorted(folder.glob(f".*{_JOURNAL_SUFFIX}")):
-            merged.append(path)
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                name, entry = data["node"], data["entry"]
-                artefact = entry["artefact"]
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            if isinstance(name, str) and isinstance(artefact, str) and artefact.startswith(f"{ENCRYPTED_DIR}/") \
-                    and sha256_file(root / artefact) == entry.get("artefact_sha256"):
-                record.nodes[name] = entry
-    for path in merged:
-        path.unlink(missing_ok=True)
+        merged: list[Path] = []
+        for path in journals:
+            for name, entry in _read_journal(path):
+                artefact = entry.get("artefact")
+                if isinstance(artefact, str) and artefact.startswith(f"{ENCRYPTED_DIR}/") \
+                        and sha256_file(root / artefact) == entry.get("artefact_sha256"):
+                    record.nodes[name] = entry
+                    merged.append(root / artefact)
+        # Encrypt writes artefacts without an fsync each (a kill never sees a partial file, and
+        # one sync per node was a tenth of a fleet's promotion); the ledger never records an
+        # artefact that a power cut could still take back.
+        ledger.make_durable(merged)
 
 
 def _record_entry(inventory: Inventory, node: Node, entry: dict[str, Any], defer: bool) -> None:
     if defer:
-        write_plaintext(_journal(inventory, node), json.dumps({"node": node.name, "entry": entry}))
+        journal_entry(inventory.root, node.name, entry)
         return
+    ledger.make_durable([inventory.root / entry["artefact"]])
     with ledger.updating(inventory.root) as record:
         record.nodes[node.name] = entry
 
@@ -204,21 +315,17 @@ def _parse_ledger_file(path: str, inode: int, mtime_ns: int, size: int) -> Ledge
 
 
 def _ledger_entry(inventory: Inventory, node: Node) -> dict[str, Any]:
-    """``node``'s ledger entry (journaled or in the ledger); the ledger is parsed once while it stays the same."""
-    try:
-        data = json.loads(_journal(inventory, node).read_text(encoding="utf-8"))
-        if isinstance(data, dict) and data.get("node") == node.name and isinstance(data.get("entry"), dict):
-            return data["entry"]
-    except (OSError, ValueError):
-        pass
-    name = node.name
+    """``node``'s ledger entry (journaled here or in the ledger); the ledger is parsed once while it stays the same."""
+    journaled = _journaled.get(str(inventory.root), {}).get(node.name)
+    if journaled is not None:
+        return journaled
     path = inventory.root / LEDGER_FILE
     try:
         stat = path.stat()
     except FileNotFoundError:
         return {}
     record = _parse_ledger_file(str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
-    return record.nodes.get(name) or {}
+    return record.nodes.get(node.name) or {}
 
 
 def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> EncryptOutcome:
@@ -232,12 +339,13 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
     root = inventory.root
     artefact = node_artefact(inventory, node)
     plain = root / rendered_path(inventory, node)
-    sidecar = _intent_sidecar(inventory, node)
-    if not plain.is_file() or not sidecar.is_file():
+    rendered = _rendered_facts(inventory, node, plain) if plain.is_file() else None
+    if rendered is None:
         render(inventory, node)  # e.g. `doit encrypt:cp1` after a purge
-    rendered = json.loads(sidecar.read_text(encoding="utf-8"))
-    if not isinstance(rendered, dict):
-        rendered = {"inputs": rendered}  # a sidecar from an older pipeline: inputs only
+        rendered = _rendered_facts(inventory, node, plain)
+        if rendered is None:
+            raise PipelineError("rendered config vanished before it could be encrypted",
+                              path=rendered_path(inventory, node))
     inputs = rendered["inputs"]
     intent = ledger.sha256_bytes(ledger.canonical(inputs))
 
@@ -288,7 +396,7 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
         if findings:
             raise PipelineError(f"sops output failed the guard, artefact left as it was: {findings[0]}",
                                 path=artefact)
-        ledger.atomic_write(root / artefact, ciphertext)
+        ledger.atomic_write(root / artefact, ciphertext, durable=False)  # synced before the ledger records it
         current_sha = ledger.sha256_bytes(ciphertext)
 
     _record_entry(inventory, node, {

@@ -82,9 +82,25 @@ def _read_cached(path: str, mtime_ns: int, size: int) -> str:
         return handle.read()
 
 
+@lru_cache(maxsize=16)
+def _digest_cached(path: str, inode: int, mtime_ns: int, size: int) -> str | None:
+    return sha256_file(Path(path))
+
+
+def _base_digest(inventory: Inventory, role: str) -> str | None:
+    # Every node of a role names the same base: hash it once per run, not once per node.
+    path = inventory.root / base_artefact(role)
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return _digest_cached(str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
 def forget_file_cache() -> None:
-    """Drop cached patch texts (keyed by mtime: a save within one clock tick must not be missed)."""
+    """Drop cached patch texts and base digests (keyed by mtime: a save within one clock tick must not be missed)."""
     _read_cached.cache_clear()
+    _digest_cached.cache_clear()
 
 
 def _read_patch(path: Path, source: str) -> str:
@@ -115,7 +131,7 @@ def _head_inputs(inventory: Inventory, node: Node) -> list[str]:
     return [
         f"node {inventory.cluster.name}/{node.name}/{node.role}{renderer}",
         f"code sha256:{code_digest()}",
-        f"base {sha256_file(inventory.root / base_artefact(node.role)) or 'missing'}",
+        f"base {_base_digest(inventory, node.role) or 'missing'}",
     ]
 
 
@@ -139,19 +155,22 @@ def intent_digest(inventory: Inventory, node: Node, patches: list[Patch] | None 
 
 
 @lru_cache(maxsize=8)
-def _decrypt_base_cached(root: str, artefact: str, digest: str) -> str:
-    return sops.decrypt(artefact, Path(root))
+def _decrypt_base_cached(root: str, artefact: str, digest: str) -> tuple[dict[str, Any], ...]:
+    # Talos's own reading of YAML (yes/no stay strings), as for patches; parsed once per role,
+    # not once per node (apply_patches never modifies the documents it is given).
+    return tuple(load_documents(sops.decrypt(artefact, Path(root)), artefact))
 
 
 def base_documents(inventory: Inventory, role: str) -> list[dict[str, Any]]:
-    """The decrypted base config for ``role`` (one sops run per role per process)."""
+    """The decrypted base config for ``role`` (one sops run and one parse per role per process).
+
+    Shared between calls: treat the documents as read-only (``apply_patches`` copies them).
+    """
     artefact = base_artefact(role)
-    digest = sha256_file(inventory.root / artefact)
+    digest = _base_digest(inventory, role)
     if digest is None:
         raise PipelineError(f"base config for role {role} is missing: run doit bootstrap", path=artefact)
-    text = _decrypt_base_cached(str(inventory.root), artefact, digest)
-    # Talos's own reading of YAML (yes/no stay strings), as for patches.
-    return load_documents(text, artefact)
+    return list(_decrypt_base_cached(str(inventory.root), artefact, digest))
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,10 @@ def _run_lock() -> PipelineError | None:
         runlock.acquire(_root())
     except PipelineError as error:
         return error
+    # Ledger entries journaled by a run that was killed are merged first, so this run's checks
+    # see them (each is merged only if its artefact is still the one it describes).
+    with contextlib.suppress(PipelineError, OSError):
+        promotion.flush_ledger(_root())
     return None
 
 
