@@ -180,12 +180,17 @@ def _parse_sops_config(text: str) -> SopsConfig:
 
 
 def _sops_config(root: Path) -> SopsConfig | None:
-    """`.sops.yaml`, parsed once per process for as long as its text stays the same (it is read per node)."""
-    try:
-        text = (root / SOPS_CONFIG).read_text(encoding="utf-8")
-    except FileNotFoundError:
+    """`.sops.yaml`, read and parsed once per process while the file stays the same (it is asked per node)."""
+    identity = _file_identity(root / SOPS_CONFIG)
+    if identity is None:
         return None
-    return _parse_sops_config(text)
+    return _read_sops_config(str(root / SOPS_CONFIG), *identity)
+
+
+@lru_cache(maxsize=4)
+def _read_sops_config(path: str, inode: int, mtime_ns: int, size: int) -> SopsConfig:
+    with open(path, encoding="utf-8") as handle:
+        return _parse_sops_config(handle.read())
 
 
 def _same_recipients(text: str, wanted: tuple[str, ...]) -> bool:

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
 from pathlib import Path
 
 from pipeline.errors import PipelineError
@@ -21,7 +22,13 @@ from pipeline.rendering import RENDERED_DIR
 
 def binary() -> str | None:
     """Path of talosctl when it is on PATH."""
-    return shutil.which("talosctl")
+    return _which(os.environ.get("PATH", os.defpath))
+
+
+@lru_cache(maxsize=4)
+def _which(search_path: str) -> str | None:
+    # Asked once per rendered node: one PATH search per process (and per PATH value) is enough.
+    return shutil.which("talosctl", path=search_path)
 
 
 def require() -> str:
