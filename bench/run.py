@@ -68,8 +68,9 @@ NOTES = {
         "and compared with the committed ledger. No sops process, no render, no artefact written; the "
         "time is that per-node intent check plus the fixed start-up (Python, imports, cluster.yaml)."),
     "noop": (
-        "render digests remembered in .doit.db let each node's check skip templating and parsing; the "
-        "time is mostly the fixed start-up (Python, imports, cluster.yaml) plus one hash per artefact."),
+        "a plain doit after a successful one finds every input file with the identity the promotion "
+        "stamp recorded (pipeline/stamp.py): no inventory, per-node check, guard or git; the time is "
+        "Python, doit and the pipeline's imports plus one stat per input file."),
 }
 
 

@@ -267,6 +267,10 @@ class PromotionReporter:
         """A task succeeded: a line for an encrypted node, and the lines the action asked for."""
         values = getattr(task, "values", None) or {}
         self.tally.sops_runs += int(values.get("sops_runs", 0) or 0)
+        quiet = values.get("up_to_date_nodes")
+        if isinstance(quiet, list):  # a plain `doit` with nothing changed (pipeline/stamp.py): no node tasks
+            self.tally.nodes, self.tally.encrypting = [str(node) for node in quiet], True
+            self.tally.up_to_date.update(self.tally.nodes)
         parsed = split_node_task(task.name)
         if parsed is None:
             if task.actions and not task.name.startswith("_"):

@@ -18,7 +18,7 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from pipeline import bootstrap as bootstrap_stage
-from pipeline import guard, promotion, rendering, runlock, sops
+from pipeline import guard, promotion, rendering, runlock, sops, stamp
 from pipeline.errors import PipelineError
 from pipeline.inventory import Inventory, load_inventory
 from pipeline.ledger import Ledger, load_ledger
@@ -79,6 +79,7 @@ def _render_current(task: Any, values: dict[str, Any], name: str) -> bool:
 def reset_caches() -> None:
     """Forget what this process knows about the repo (`doit watch` reloads the graph per rebuild)."""
     _run_lock.cache_clear()
+    _quiet.cache_clear()
     _inventory.cache_clear()
     _ledger.cache_clear()
     _VERDICTS.clear()
@@ -134,6 +135,19 @@ def _run_lock() -> PipelineError | None:
     with contextlib.suppress(PipelineError, OSError):
         promotion.flush_ledger(_root())
     return None
+
+
+def _plain_doit() -> bool:
+    """Whether this is `doit` with no task, option or variable: the default promotion, as is."""
+    return _invoked_by_doit() and not sys.argv[1:]
+
+
+@cache
+def _quiet() -> list[str] | None:
+    """The nodes, when a plain `doit` finds nothing changed since the last one succeeded (see stamp.py)."""
+    if not _plain_doit() or _run_lock() is not None:
+        return None
+    return stamp.unchanged(_root())
 
 
 def say(message: str) -> None:
@@ -198,6 +212,8 @@ def _needs_inventory(basename: str, doc: str) -> Inventory | TaskDict:
 def task_bootstrap() -> TaskDict:
     """Make what is missing: age key, .sops.yaml, secrets bundle, base configs (never overwrites)."""
     doc = task_bootstrap.__doc__ or ""
+    if _quiet() is not None:
+        return {"actions": [], "doc": doc, "verbosity": 2}
     inventory = _needs_inventory("bootstrap", doc)
     if isinstance(inventory, dict):
         return inventory
@@ -222,6 +238,9 @@ def task_bootstrap() -> TaskDict:
 def task_render() -> Iterator[TaskDict]:
     """Render a node: base(role) + shared, role and node patches -> rendered/ (plaintext, 0600)."""
     doc = task_render.__doc__ or ""
+    if _quiet() is not None:
+        yield {"basename": "render", "name": None, "doc": doc}
+        return
     inventory = _needs_inventory("render", doc)
     if isinstance(inventory, dict):
         yield inventory
@@ -246,6 +265,9 @@ def task_render() -> Iterator[TaskDict]:
 def task_encrypt() -> Iterator[TaskDict]:
     """Encrypt a node's rendered config with sops into encrypted/ (skipped if already current)."""
     doc = task_encrypt.__doc__ or ""
+    if _quiet() is not None:
+        yield {"basename": "encrypt", "name": None, "doc": doc}
+        return
     inventory = _needs_inventory("encrypt", doc)
     if isinstance(inventory, dict):
         yield inventory
@@ -273,6 +295,8 @@ def task_encrypt() -> Iterator[TaskDict]:
 def task_stage() -> TaskDict:
     """git add the artefacts that changed and the ledger (the versioned-state stage)."""
     doc = task_stage.__doc__ or ""
+    if _quiet() is not None:
+        return {"actions": [], "doc": doc, "verbosity": 2}  # not selected by a plain `doit`
     inventory = _needs_inventory("stage", doc)
     if isinstance(inventory, dict):
         return inventory
@@ -287,6 +311,11 @@ def task_stage() -> TaskDict:
 def task_promote() -> TaskDict:
     """Promote intent to versioned state: bootstrap, render, encrypt, check, stage, purge plaintext."""
     doc = task_promote.__doc__ or ""
+    quiet = _quiet()
+    if quiet is not None:
+        # Nothing changed since the last plain `doit` succeeded: that verdict still stands.
+        return {"actions": [lambda: {"up_to_date_nodes": quiet}], "task_dep": ["bootstrap", "render", "encrypt"],
+                "doc": doc, "verbosity": 2}
     inventory = _needs_inventory("promote", doc)
     if isinstance(inventory, dict):
         return inventory
@@ -296,7 +325,12 @@ def task_promote() -> TaskDict:
     def run() -> dict[str, Any]:
         # Judge only what changed since the pipeline last scanned it (`doit check` judges everything).
         _check_or_raise(trusted=_trusted_artefacts())
-        return {"lines": _stage_lines(inventory, stage=_staging())}
+        lines = _stage_lines(inventory, stage=_staging())
+        if _plain_doit():
+            # Last, after staging: the git index is one of the files the stamp records.
+            named = {source for node in inventory.nodes.values() for source in inventory.patches_for(node)}
+            stamp.record(_root(), list(inventory.nodes), named)
+        return {"lines": lines}
 
     return {
         "actions": [run],
