@@ -3,13 +3,13 @@
 When a plain `doit` promotion succeeds, the stamp records the file-system identity (inode, size,
 mtime, ctime) of everything its verdict was drawn from: cluster.yaml, .sops.yaml, .gitignore,
 dodo.py, every file under patches/ and encrypted/ (and the folders themselves, so a new or deleted
-file shows), any patch the inventory names elsewhere, the git index and HEAD, and the pipeline's
-own code. The next plain `doit` that finds every one of them with the same identity, and no
-plaintext in rendered/, has nothing to promote and nothing new to judge: it skips the inventory,
-the per-node checks, the guard and git, the way make skips a target whose inputs are unchanged.
-Anything else takes the full path: a change (an editor save, a checkout, `git add`, even a
-`touch`), other tasks or options, or a missing or unreadable stamp. ctime cannot be set back by
-a user, so equal identities mean untouched files.
+file shows), any patch the inventory names elsewhere and the pipeline's own code; and a digest of
+the git index's entries (path, blob, stage), which a commit leaves as they are. The next plain
+`doit` that finds all of them the same, and no plaintext in rendered/, has nothing to promote and
+nothing new to judge: it skips the inventory, the per-node checks, the guard and `git add`, the
+way make skips a target whose inputs are unchanged. Anything else takes the full path: a change
+(an editor save, a checkout, `git add`, even a `touch`), other tasks or options, or a missing or
+unreadable stamp. ctime cannot be set back by a user, so equal identities mean untouched files.
 
 The stamp lives beside doit's database (``.doit.db.promoted``, ignored with it by ``.doit.db*``):
 deleting the database forgets it too. It holds paths and numbers, never file contents.
@@ -17,6 +17,7 @@ deleting the database forgets it too. It holds paths and numbers, never file con
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -26,8 +27,7 @@ from typing import Any
 STAMP_FILE = ".doit.db.promoted"
 _VERSION = 1
 # Files at fixed places whose content the verdict depends on (missing ones are recorded as such).
-_FIXED = ("cluster.yaml", ".sops.yaml", ".gitignore", "dodo.py", "pyproject.toml", ".git/index", ".git/HEAD",
-          ".git/packed-refs")
+_FIXED = ("cluster.yaml", ".sops.yaml", ".gitignore", "dodo.py", "pyproject.toml")
 _WALKED = ("patches", "encrypted")
 # The environment a plain `doit` reads besides its files.
 _ENVIRONMENT = ("PROMOTE_KEEP", "PROMOTE_NO_STAGE", "PROMOTE_SOPS", "PROMOTE_RENDERER")
@@ -42,13 +42,17 @@ def _identity(path: Path) -> list[int] | None:
     return [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_mode]
 
 
-def _head_ref(root: Path) -> list[str]:
-    # HEAD names a branch whose tip moves on commit: its ref file counts too.
+def _index_digest(root: Path) -> str | None:
+    # What the guard reads of the index: every entry's path, blob and stage. Not the index file's
+    # own identity: a commit or a `git status` rewrites that file without changing an entry.
+    from pipeline import git
+    from pipeline.errors import PipelineError
+
     try:
-        head = (root / ".git" / "HEAD").read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError):
-        return []
-    return [f".git/{head[5:].strip()}"] if head.startswith("ref:") else []
+        entries = git.index_entries(root)
+    except PipelineError:
+        return None  # not a git repository (or git is missing): recorded as such
+    return hashlib.sha256(repr(entries).encode()).hexdigest()
 
 
 def _walk(root: Path, folder: str, out: dict[str, list[int] | None]) -> None:
@@ -63,13 +67,13 @@ def _walk(root: Path, folder: str, out: dict[str, list[int] | None]) -> None:
 def snapshot(root: Path, named: Iterable[str] = ()) -> dict[str, Any]:
     """The identities the stamp compares; ``named``: repo-relative files the inventory names."""
     files: dict[str, list[int] | None] = {}
-    for rel in (*_FIXED, *_head_ref(root), *named):
+    for rel in (*_FIXED, *named):
         files[rel] = _identity(root / rel)
     for folder in _WALKED:
         files[folder + "/"] = _identity(root / folder)
         _walk(root, folder, files)
     code = {path.name: _identity(path) for path in sorted(_CODE.glob("*.py"))}
-    return {"version": _VERSION, "files": files, "code": code,
+    return {"version": _VERSION, "files": files, "code": code, "index": _index_digest(root),
             "environment": {key: os.environ.get(key) for key in _ENVIRONMENT}}
 
 

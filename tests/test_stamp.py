@@ -73,7 +73,7 @@ CHANGES: dict[str, Callable[[Path], object]] = {
     "ledger edited": lambda root: (root / "encrypted" / "ledger.json").write_text("{ }\n"),
     "plaintext left in rendered/": lambda root: (root / "rendered").mkdir(),
     "something staged": lambda root: ((root / "x.yaml").write_text("a: 1\n"), git(root, "add", "x.yaml")),
-    "a commit": lambda root: git(root, "commit", "-q", "--allow-empty", "-m", "more"),
+    "a file unstaged": lambda root: git(root, "rm", "-q", "--cached", "encrypted/ledger.json"),
     "stamp corrupted": lambda root: (root / stamp.STAMP_FILE).write_text("{not json"),
     "stamp deleted": lambda root: stamp.forget(root),
 }
@@ -83,6 +83,13 @@ CHANGES: dict[str, Callable[[Path], object]] = {
 def test_any_change_takes_the_full_path(repo: Path, change: str) -> None:
     CHANGES[change](repo)
     assert stamp.unchanged(repo) is None
+
+
+def test_a_commit_of_what_was_promoted_changes_nothing(repo: Path) -> None:
+    (repo / "notes.md").write_text("release notes\n")
+    git(repo, "status")  # refreshes (rewrites) the index file: its entries stay the same
+    git(repo, "commit", "-q", "--allow-empty", "-m", "release")
+    assert stamp.unchanged(repo) == NODES
 
 
 def test_the_environment_a_promotion_reads_counts(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
