@@ -40,8 +40,8 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # rendered from (so the ledger records what was actually rendered even if a patch is saved again
 # mid-promotion), its keyed digest and the rule shape. Within one process (doit -n 1, -P thread,
 # watch) it is handed over in memory, tied to the file's identity; a `doit -n N` worker process
-# also writes it beside the plaintext, since the encrypt step may run in another worker. A
-# file creation is the dearest step of a render on many filesystems, so the common case makes none.
+# also attaches it to the file (see _attach_facts), since the encrypt step may run in another
+# worker. A file creation is the dearest step of a render on many file systems: neither makes one.
 _HANDOFF: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
 
 
@@ -63,15 +63,32 @@ def _in_worker_process() -> bool:
     return multiprocessing is not None and multiprocessing.parent_process() is not None
 
 
+# Across worker processes the facts ride on the rendered file itself, as an extended attribute of
+# its inode (a re-render makes a new inode, so they can never describe other content); a file
+# system without user attributes gets the sidecar file instead.
+_FACTS_ATTRIBUTE = "user.talos-promote.render"
+
+
+def _attach_facts(inventory: Inventory, node: Node, path: Path, facts: dict[str, Any]) -> None:
+    data = json.dumps(facts, separators=(",", ":")).encode()
+    try:
+        os.setxattr(path, _FACTS_ATTRIBUTE, data, follow_symlinks=False)
+    except OSError:  # ENOTSUP, or too large for this file system
+        write_plaintext(_intent_sidecar(inventory, node), data.decode())
+
+
 def _rendered_facts(inventory: Inventory, node: Node, plain: Path) -> dict[str, Any] | None:
     """What the render of ``plain`` recorded for encrypt (None: unknown here, render again)."""
     handed = _HANDOFF.pop(str(plain), None)
     if handed is not None and handed[0] == _file_identity(plain):
         return handed[1]
     try:
-        facts = json.loads(_intent_sidecar(inventory, node).read_text(encoding="utf-8"))
+        facts = json.loads(os.getxattr(plain, _FACTS_ATTRIBUTE, follow_symlinks=False))
     except (OSError, ValueError):
-        return None
+        try:
+            facts = json.loads(_intent_sidecar(inventory, node).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
     return facts if isinstance(facts, dict) and "inputs" in facts else None
 
 
@@ -124,7 +141,7 @@ def _render(inventory: Inventory, node: Node) -> tuple[Path, Rendered]:
     if identity is not None:
         _HANDOFF[str(path)] = (identity, facts)
     if _in_worker_process():
-        write_plaintext(_intent_sidecar(inventory, node), json.dumps(facts))
+        _attach_facts(inventory, node, path, facts)
     return path, result
 
 

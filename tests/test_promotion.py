@@ -145,6 +145,23 @@ def test_keep_leaves_plaintext_private(promoted: Repo) -> None:
     assert not rendered.exists()  # the next promotion purges what was kept
 
 
+def test_parallel_promotion_records_every_node_and_leaves_only_configs_in_rendered(promoted: Repo) -> None:
+    # Workers hand render facts to each other on the rendered file and journal ledger entries
+    # per process: all of it must reach the ledger, and nothing but the configs may be left.
+    shared = promoted.path / "patches" / "resolvers.yaml"
+    shared.write_text(shared.read_text().replace("9.9.9.9", "9.9.9.12"))
+    result = promoted.doit("-n", "2", "keep=1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "promoted 6 of 6 nodes" in result.stdout
+    rendered = promoted.path / "rendered"
+    assert sorted(path.name for path in rendered.iterdir()) == [f"talos-kube-{node}.yaml" for node in NODES]
+    assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in rendered.iterdir())
+    again = promoted.doit()
+    assert again.returncode == 0, again.stderr
+    assert "promoted 0 of 6 nodes · 6 up to date · 0 sops runs" in again.stdout  # every entry was recorded
+    assert promoted.sops_runs() == []
+
+
 def test_bootstrap_never_regenerates_secrets(promoted: Repo) -> None:
     secrets = promoted.path / "encrypted" / "secrets.encrypted.yaml"
     before = secrets.read_bytes()
