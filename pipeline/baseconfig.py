@@ -16,6 +16,7 @@ reproduces the stability fixtures byte for byte.
 
 from __future__ import annotations
 
+import io
 import re
 import threading
 from collections import OrderedDict
@@ -456,14 +457,127 @@ def _mapping_header(key: str) -> str | None:
     return header
 
 
+# --- direct emitter ------------------------------------------------------------------------------
+#
+# The fragments unique to each node (its network section, labels) miss the memo, and PyYAML's
+# event-based emitter costs about a millisecond each. For the common shape of such a fragment, block
+# mappings and sequences of short scalars, the text is fixed by a few rules of the emitter with
+# _TalosDumper's increase_indent, so it is written directly here:
+#
+# - a mapping's nested collection is indented to the next multiple of 4 past the mapping's indent;
+#   a mapping that is a sequence item starts on the "- " line, its keys 2 past the dash;
+# - a scalar is what its representer (the dumper's own, so the text and tag are the dump's) makes
+#   of it, written plain exactly when choose_scalar_style would (the node resolves back to its tag
+#   and the memoised analysis allows plain in block context: never a tag, never a split, as the
+#   width is unlimited); a str that is not plain is double-quoted, and written verbatim between the
+#   quotes when every character is printable ASCII other than '"' and '\\' (write_double_quoted
+#   escapes nothing else and never splits);
+# - a key is also a simple key, on one line: non-empty, single-line and short (check_simple_key).
+#
+# Anything else (empty collections, written in flow style; a list directly in a list; literal
+# blocks; escapes; long keys; other types) makes the whole fragment fall back to the PyYAML dump.
+# The callers have vetted the tree (_is_plain_tree), so no container is shared and no anchor is due.
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_KEY_LENGTH = 100  # check_simple_key allows len("!!str") + len(key) < 128; this stays well inside
+_VERBATIM_QUOTED = re.compile(r'[\x20\x21\x23-\x5b\x5d-\x7e]*')
+# Represents scalars and resolves plain text exactly as every dump does; only read, never written
+# (its alias_key stays None, so represent_scalar records nothing), hence shareable across threads.
+_PROBE = _TalosDumper(io.StringIO())
+
+
+@lru_cache(maxsize=8192)
+def _scalar_text(text: str, tag: str, simple_key: bool) -> str | None:
+    # How the emitter writes an untagged scalar node of no requested style, or None when it would
+    # write it some other way than plain or verbatim double-quoted (or as a complex key).
+    analysis = _scalar_analysis(text, True)
+    if simple_key and (analysis.empty or analysis.multiline or len(text) > _KEY_LENGTH):
+        return None
+    if analysis.allow_block_plain and _PROBE.resolve(yaml.ScalarNode, text, (True, False)) == tag:
+        return text
+    # Not plain: choose_scalar_style picks single quotes (then _TalosDumper's double) or double
+    # quotes; a str node needs no tag in quotes (implicit[1]), any other node does.
+    if tag == _STR_TAG and _VERBATIM_QUOTED.fullmatch(text):
+        return f'"{text}"'
+    return None
+
+
+def _scalar(value: Any, simple_key: bool = False) -> str | None:
+    represent = _TalosDumper.yaml_representers.get(type(value))
+    if represent is None:
+        return None
+    node = represent(_PROBE, value)
+    if not isinstance(node, yaml.ScalarNode) or node.style is not None:  # style: a literal block
+        return None
+    return _scalar_text(node.value, node.tag, simple_key)
+
+
+def _direct_mapping(mapping: dict, indent: int, lead: str, out: list[str]) -> bool:
+    # The items of a non-empty block mapping at ``indent``; the first line starts with ``lead``.
+    for key, value in mapping.items():
+        key_text = _scalar(key, simple_key=True) if type(key) is str else None
+        if key_text is None:
+            return False
+        out += (lead, key_text, ":")
+        lead = " " * indent
+        kind = type(value)
+        if kind is dict or kind is list:
+            if not value:
+                return False  # "{}" / "[]" in flow style
+            nested = (indent // 4 + 1) * 4
+            out.append("\n")
+            if kind is dict:
+                if not _direct_mapping(value, nested, " " * nested, out):
+                    return False
+            elif not _direct_sequence(value, nested, out):
+                return False
+        else:
+            text = _scalar(value)
+            if text is None:
+                return False
+            out += (" ", text, "\n")
+    return True
+
+
+def _direct_sequence(sequence: list, indent: int, out: list[str]) -> bool:
+    # The items of a non-empty block sequence whose dashes are at ``indent``.
+    dash = " " * indent + "- "
+    for item in sequence:
+        kind = type(item)
+        if kind is dict:
+            if not item or not _direct_mapping(item, indent + 2, dash, out):
+                return False
+        elif kind is list:
+            return False
+        else:
+            text = _scalar(item)
+            if text is None:
+                return False
+            out += (dash, text, "\n")
+    return True
+
+
+def _direct_item(key: str, value: Any, indent: int) -> str | None:
+    """The text of mapping item ``key: value`` at ``indent`` (0 or 4), or None if not handled here."""
+    out: list[str] = []
+    return "".join(out) if _direct_mapping({key: value}, indent, " " * indent, out) else None
+
+
 def _top_fragment(key: str, value: Any) -> _Fragment | None:
     # One top-level item, as the emitter writes it.
-    return _FRAGMENTS.get((key, repr(value)), lambda: _cut_end_marker(_dump_one({key: value})))
+    def make() -> _Fragment | None:
+        text = _direct_item(key, value, 0)  # written directly: no literal block, so no end marker
+        return (text, False) if text is not None else _cut_end_marker(_dump_one({key: value}))
+
+    return _FRAGMENTS.get((key, repr(value)), make)
 
 
 def _nested_fragment(key: str, header: str, sub_key: str, value: Any) -> _Fragment | None:
     # One second-level item, as the emitter writes it under its parent's header line.
     def make() -> _Fragment | None:
+        direct = _direct_item(sub_key, value, 4)
+        if direct is not None:
+            return direct, False  # no literal block, so no end marker
         text = _dump_one({key: {sub_key: value}})
         # Cannot fail for a key _mapping_header accepted; checked rather than assumed.
         return _cut_end_marker(text[len(header) :]) if text.startswith(header) else None

@@ -21,8 +21,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline import baseconfig
 from pipeline.baseconfig import (
     _FRAGMENTS,
+    _direct_item,
+    _dump_one,
     _FragmentMemo,
     _is_plain_tree,
     _reference_dump,
@@ -301,3 +304,119 @@ def test_concurrent_dumps(example_configs: dict[str, list[dict[str, Any]]]) -> N
     _FRAGMENTS.clear()
     with ThreadPoolExecutor(max_workers=8) as pool:
         assert list(pool.map(dump_documents, configs)) == expected
+
+
+# --- the direct emitter -----------------------------------------------------------------------------
+
+
+def direct_matches_dump(key: str, value: Any) -> bool:
+    """Whether ``_direct_item`` handled ``key: value``; where it did, its text is the dump's, at both levels."""
+    top = _direct_item(key, value, 0)
+    nested = _direct_item(key, value, 4)
+    assert (top is None) == (nested is None)
+    if top is None:
+        return False
+    assert top == _dump_one({key: value})
+    header = "parent:\n"
+    whole = _dump_one({"parent": {key: value}})
+    assert whole.startswith(header)
+    assert nested == whole[len(header) :]
+    return True
+
+
+def realistic_network(index: int) -> dict[str, Any]:
+    return {
+        "hostname": f"w{index:03d}",
+        "nameservers": ["1.1.1.1", "9.9.9.9"],
+        "interfaces": [
+            {
+                "interface": "eth0",
+                "dhcp": False,
+                "addresses": [f"10.0.{index}.7/24", f"fd00::{index:x}/64"],
+                "routes": [{"network": "0.0.0.0/0", "gateway": "10.0.0.1", "metric": 1024}],
+                "vlans": [{"vlanId": 120, "addresses": [f"10.20.{index}.7/24"], "mtu": 9000}],
+                "bond": None,
+            },
+            {"deviceSelector": {"hardwareAddr": "00:1a:2b:*", "driver": "e1000e"}, "ignore": True},
+        ],
+        "extraHostEntries": [{"ip": "10.0.0.5", "aliases": ["registry.local", "registry"]}],
+    }
+
+
+def test_direct_emitter_takes_a_node_network_section(example_configs: dict[str, list[dict[str, Any]]]) -> None:
+    for index in (0, 7, 199):
+        assert direct_matches_dump("network", realistic_network(index))
+    labels = {"topology.kubernetes.io/zone": "zone-a", "example.com/rack": "r01", "example.com/revision": "0"}
+    assert direct_matches_dump("nodeLabels", labels)  # "0" double-quoted, written directly too
+    assert direct_matches_dump("network", example_configs["w1"][0]["machine"]["network"])
+
+
+def test_a_fresh_node_network_never_reaches_pyyaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Counted where the fragments call PyYAML: a fresh node's network and labels are written directly.
+    machine = {"type": "worker", "network": realistic_network(4242), "nodeLabels": {"rack": "r4242"}}
+    documents = [{"version": "v1alpha1", "machine": machine}]
+    expected = _reference_dump(documents)
+    dumped: list[Any] = []
+
+    def counting_dump(document: Any) -> str:
+        dumped.append(document)
+        return _dump_one(document)
+
+    monkeypatch.setattr(baseconfig, "_dump_one", counting_dump)
+    assert dump_documents(documents) == expected
+    assert not [document for document in dumped if "network" in str(document) or "r4242" in str(document)]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {}, [], [[1]], ["a", []], [{}], "a\nb", "x\n\n", "tab\there", '"hi', " back\\slash", "\u2028",
+        "é ", "\x85", {"k": "v\n"}, {"": 1}, {"a\nb": 1}, {"k" * 101: 1}, {"é ": 1},
+    ],
+)
+def test_direct_emitter_leaves_the_rest_to_pyyaml(value: Any) -> None:
+    assert _direct_item("k", value, 0) is None
+    assert_same([{"k": value, "machine": {"k": value}}])
+
+
+@pytest.mark.parametrize("value", ["", "0", "true", "null", "~", "- a", "a: b", "'", "{}", " x ", 1.5, 1e17, None])
+def test_direct_emitter_quotes_what_pyyaml_quotes(value: Any) -> None:
+    assert direct_matches_dump("k", value)
+    assert direct_matches_dump("k", {"k": value, "l": [value, {value if type(value) is str and value else "v": value}]})
+
+
+@pytest.mark.parametrize("length", [99, 100, 101, 121, 122, 123, 124, 127, 128])
+def test_keys_around_the_simple_key_limit(length: int) -> None:
+    key = "k" * length
+    assert_same([{key: 1, "machine": {key: {key: [{key: 1}]}}}])
+    assert (_direct_item(key, 1, 0) is not None) == (length <= 100)
+
+
+TRICKY = [
+    " ", "  x", "x ", "a b", "a  b", "a: b", "a:b", "a:", ":a", "a #b", "a#b", "#a", "- a", "-a", "-", "--", "---",
+    "...", "? a", "?a", "{a", "a{", "}", "[a", "a]", "*a", "&a", "!a", "%a", "@a", "`a", "a`", "'a", "a'", '"a', 'a"',
+    "|", ">", ",", "a,b", "1", "-1", "+1", "1.0", "1e3", "1_000", "0x1F", "0o17", "017", "0b11", "1:30", ".inf",
+    "-.inf", ".nan", "NaN", "true", "True", "TRUE", "false", "yes", "Yes", "no", "NO", "on", "On", "off", "y", "n",
+    "~", "null", "Null", "<<", "=", "2001-12-14", "2001-12-14t21:59:43.10-05:00", "2002-12-14 21:59:43", "ünï",
+    "日本語", "é", "a\u00a0b", "\ufeff", "\x7f", "\x00", "\t", "a\tb", "a\\b", "x" * 300, "10.0.0.1/24",
+    "fd00::1/64", "00:1a:2b:3c", "registry.local:5000/x", "https://a.example:6443", "a=b", "key=value:NoSchedule",
+]
+FAST_TEXT = st.one_of(
+    st.sampled_from(TRICKY),
+    st.text(alphabet=st.sampled_from(" ab1.:#-{}[]*&!%@`'\",?|>=~é日"), min_size=1, max_size=10),
+    st.text(min_size=1, max_size=6),
+)
+FAST_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), FAST_TEXT)
+FAST_KEYS = st.one_of(FAST_TEXT, st.sampled_from(["k" * 100, "k" * 101, "key with spaces", "a b: c"]))
+FAST_MAPPINGS = st.deferred(
+    lambda: st.dictionaries(FAST_KEYS, FAST_SCALARS | FAST_MAPPINGS | FAST_LISTS, min_size=1, max_size=4)
+)
+FAST_LISTS = st.lists(FAST_SCALARS | FAST_MAPPINGS, min_size=1, max_size=4)  # no list directly in a list
+FAST_VALUES = FAST_SCALARS | FAST_MAPPINGS | FAST_LISTS
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(FAST_KEYS, FAST_VALUES)
+def test_direct_emitter_matches_pyyaml(key: str, value: Any) -> None:
+    direct_matches_dump(key, value)
+    assert_same([{key: value, "machine": {key: value}}])
