@@ -418,7 +418,9 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
         if findings:
             raise PipelineError(f"sops output failed the guard, artefact left as it was: {findings[0]}",
                                 path=artefact)
-        ledger.atomic_write(root / artefact, ciphertext, durable=False)  # synced before the ledger records it
+        # Synced before the ledger records it (flush_ledger), in one batch at the end of the run; a
+        # `doit -n N` worker syncs its own artefacts as it goes, in parallel, off that serial tail.
+        ledger.atomic_write(root / artefact, ciphertext, durable=_in_worker_process())
         current_sha = ledger.sha256_bytes(ciphertext)
 
     _record_entry(inventory, node, {
