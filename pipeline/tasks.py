@@ -329,7 +329,8 @@ def task_promote() -> TaskDict:
         if _plain_doit():
             # Last, after staging: the git index is one of the files the stamp records.
             named = {source for node in inventory.nodes.values() for source in inventory.patches_for(node)}
-            stamp.record(_root(), list(inventory.nodes), named)
+            with contextlib.suppress(OSError):  # only a shortcut for the next run: never fail a promotion
+                stamp.record(_root(), list(inventory.nodes), named)
         return {"lines": lines}
 
     return {
