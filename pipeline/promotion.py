@@ -259,14 +259,14 @@ def journal_entry(root: Path, name: str, entry: dict[str, Any]) -> None:
         fd = _journal_fd(root)
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            if os.fstat(fd).st_nlink == 0:  # merged (or purged) since it was opened: start a new one
-                _forget_journal(root)
-                continue
-            os.write(fd, line)
-            break
+            merged = os.fstat(fd).st_nlink == 0  # merged (or purged) since it was opened
+            if not merged:
+                os.write(fd, line)
         finally:
-            with contextlib.suppress(OSError):
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        if not merged:
+            break
+        _forget_journal(root)  # and start a new one
     else:
         raise PipelineError("could not append to the ledger journal", path=f"{RENDERED_DIR}/")
     _journaled.setdefault(str(root), {})[name] = entry
