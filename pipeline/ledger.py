@@ -54,6 +54,19 @@ def sha256_file(path: Path) -> str | None:
         return None
 
 
+def file_identity(path: Path) -> tuple[int, int, int] | None:
+    """(inode, mtime_ns, size) of a file, or None when it does not exist.
+
+    What per-process caches of file contents are keyed by: a save (even within one clock tick,
+    written atomically) or a replace gives a new identity.
+    """
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
 def canonical(value: Any) -> bytes:
     """Canonical JSON bytes of parsed YAML: key order and formatting never change a digest."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()

@@ -19,7 +19,7 @@ import yaml
 from pipeline import git, guard, ledger, sops, talosctl
 from pipeline.errors import PipelineError
 from pipeline.inventory import Inventory, Node
-from pipeline.ledger import LEDGER_FILE, Ledger, sha256_file
+from pipeline.ledger import LEDGER_FILE, Ledger, file_identity, sha256_file
 from pipeline.rendering import (
     ENCRYPTED_DIR,
     RENDERED_DIR,
@@ -49,14 +49,6 @@ def _intent_sidecar(inventory: Inventory, node: Node) -> Path:
     return inventory.root / RENDERED_DIR / f".{inventory.artefact_name(node)}.intent"
 
 
-def _file_identity(path: Path) -> tuple[int, int, int] | None:
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns, stat.st_size
-
-
 def _in_worker_process() -> bool:
     # doit -n N runs tasks in multiprocessing workers; doit has imported multiprocessing by then.
     multiprocessing = sys.modules.get("multiprocessing")
@@ -80,7 +72,7 @@ def _attach_facts(inventory: Inventory, node: Node, path: Path, facts: dict[str,
 def _rendered_facts(inventory: Inventory, node: Node, plain: Path) -> dict[str, Any] | None:
     """What the render of ``plain`` recorded for encrypt (None: unknown here, render again)."""
     handed = _HANDOFF.pop(str(plain), None)
-    if handed is not None and handed[0] == _file_identity(plain):
+    if handed is not None and handed[0] == file_identity(plain):
         return handed[1]
     try:
         facts = json.loads(os.getxattr(plain, _FACTS_ATTRIBUTE, follow_symlinks=False))
@@ -137,7 +129,7 @@ def _render(inventory: Inventory, node: Node) -> tuple[Path, Rendered]:
     shape = _rule_shape(inventory.root, node_artefact(inventory, node))
     digest = ledger.keyed_digest(result.documents, ledger.canonical(shape)) if shape is not None else None
     facts = {"inputs": result.inputs, "rendered": digest, "shape": shape}
-    identity = _file_identity(path)
+    identity = file_identity(path)
     if identity is not None:
         _HANDOFF[str(path)] = (identity, facts)
     if _in_worker_process():
@@ -198,7 +190,7 @@ def _parse_sops_config(text: str) -> SopsConfig:
 
 def _sops_config(root: Path) -> SopsConfig | None:
     """`.sops.yaml`, read and parsed once per process while the file stays the same (it is asked per node)."""
-    identity = _file_identity(root / SOPS_CONFIG)
+    identity = file_identity(root / SOPS_CONFIG)
     if identity is None:
         return None
     return _read_sops_config(str(root / SOPS_CONFIG), *identity)
@@ -342,11 +334,10 @@ def _ledger_entry(inventory: Inventory, node: Node) -> dict[str, Any]:
     if journaled is not None:
         return journaled
     path = inventory.root / LEDGER_FILE
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
+    identity = file_identity(path)
+    if identity is None:
         return {}
-    record = _parse_ledger_file(str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    record = _parse_ledger_file(str(path), *identity)
     return record.nodes.get(node.name) or {}
 
 

@@ -13,7 +13,7 @@ from pipeline import sops
 from pipeline.baseconfig import dump_documents
 from pipeline.errors import PipelineError
 from pipeline.inventory import Inventory, Node
-from pipeline.ledger import canonical, sha256_bytes, sha256_file
+from pipeline.ledger import canonical, file_identity, sha256_bytes, sha256_file
 from pipeline.patching import Patch, apply_patches, load_documents, load_patch
 from pipeline.templating import render_template
 from pipeline.validation import validate_machine_config
@@ -77,7 +77,7 @@ def load_node_patches(inventory: Inventory, node: Node) -> list[Patch]:
 
 
 @lru_cache(maxsize=1024)
-def _read_cached(path: str, mtime_ns: int, size: int) -> str:
+def _read_cached(path: str, inode: int, mtime_ns: int, size: int) -> str:
     with open(path, encoding="utf-8") as handle:
         return handle.read()
 
@@ -90,11 +90,8 @@ def _digest_cached(path: str, inode: int, mtime_ns: int, size: int) -> str | Non
 def _base_digest(inventory: Inventory, role: str) -> str | None:
     # Every node of a role names the same base: hash it once per run, not once per node.
     path = inventory.root / base_artefact(role)
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return _digest_cached(str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    identity = file_identity(path)
+    return None if identity is None else _digest_cached(str(path), *identity)
 
 
 def forget_file_cache() -> None:
@@ -104,10 +101,12 @@ def forget_file_cache() -> None:
 
 
 def _read_patch(path: Path, source: str) -> str:
+    identity = file_identity(path)
     try:
-        stat = os.stat(path)
-        return _read_cached(str(path), stat.st_mtime_ns, stat.st_size)
-    except FileNotFoundError:
+        if identity is None:
+            raise FileNotFoundError(path)
+        return _read_cached(str(path), *identity)
+    except FileNotFoundError:  # missing, or deleted since the stat
         raise PipelineError("patch file does not exist", path=source) from None
     except UnicodeDecodeError:
         raise PipelineError("patch file is not UTF-8 text", path=source) from None
