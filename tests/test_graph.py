@@ -118,3 +118,10 @@ def test_formats_option(promoted: Repo, formats: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert (promoted.path / "graph.svg").exists() == (formats == "svg")
     assert not (promoted.path / "graph.png").exists()
+
+
+def test_the_default_image_formats_of_the_task_are_the_graph_module_s() -> None:
+    # graph_task repeats them so that dodo.py need not import pipeline.graph on every run.
+    from pipeline import graph, graph_task
+
+    assert graph_task.DEFAULT_FORMATS == graph.DEFAULT_FORMATS

@@ -135,3 +135,10 @@ def test_redactor_hides_known_secrets_and_private_keys_anywhere() -> None:
     assert redactor.show("LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0t") == "(secret)"
     assert redactor.show("line one\nline two\n") == "(2 lines of text)"
     assert redactor.show("plain") == "plain"
+
+
+def test_the_format_choices_doit_offers_are_the_plan_formats() -> None:
+    # ci_tasks lists them without importing plan (dodo.py imports ci_tasks on every run).
+    from pipeline import ci_tasks, plan
+
+    assert list(ci_tasks.PLAN_FORMATS) == list(plan.FORMATS)
