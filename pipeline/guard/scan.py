@@ -22,8 +22,7 @@ import yaml
 
 from pipeline.errors import PipelineError
 from pipeline.sops.config import SENSITIVE_FIELDS, load_sops_config
-from pipeline.state import git
-from pipeline.state import ledger
+from pipeline.state import git, ledger
 from pipeline.state.ledger import LEDGER_FILE, Ledger
 
 if TYPE_CHECKING:

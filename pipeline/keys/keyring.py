@@ -32,8 +32,7 @@ from pipeline.promote.render import ENCRYPTED_DIR, node_artefact, render_node
 from pipeline.sops import identities as keys
 from pipeline.sops import runner as sops
 from pipeline.sops.config import SOPS_CONFIG, SopsConfig, load_sops_config, parse_sops_config, render_sops_config
-from pipeline.state import git
-from pipeline.state import ledger
+from pipeline.state import git, ledger
 from pipeline.state.ledger import LEDGER_FILE, Ledger, sha256_bytes, sha256_file
 from pipeline.talos.inventory import INVENTORY_FILE, Inventory, load_inventory
 

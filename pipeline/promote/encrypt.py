@@ -32,8 +32,7 @@ from pipeline.promote.render import (
 )
 from pipeline.sops import runner as sops
 from pipeline.sops.config import SOPS_CONFIG, SopsConfig, parse_sops_config
-from pipeline.state import git
-from pipeline.state import ledger
+from pipeline.state import git, ledger
 from pipeline.state.ledger import LEDGER_FILE, Ledger, file_identity, sha256_file
 from pipeline.talos.inventory import Inventory, Node
 
