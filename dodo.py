@@ -1,6 +1,8 @@
-"""doit entry point: the task graph lives in pipeline.wiring.tasks; this file only wires it in.
+"""doit entry point: the task graph lives in pipeline.wiring; this file only names its tasks.
 
-Run `doit` to promote, `doit list` to see every task, `doit help <task>` for one.
+Run `doit` to promote, `doit list` to see every task, `doit help <task>` for one. Importing it does
+nothing: the run lock, journal merge and promotion stamp belong to the run entry (pipeline.wiring.entry,
+doit's `run` command as configured in pyproject.toml).
 """
 
 from pipeline.wiring.ci_tasks import task_check, task_hooks, task_plan, task_verify  # noqa: F401  (CI stages)
@@ -10,6 +12,7 @@ from pipeline.wiring.tasks import (  # noqa: F401  (doit collects task_* names f
     DOIT_CONFIG,
     task_bootstrap,
     task_encrypt,
+    task_preflight,
     task_promote,
     task_render,
     task_stage,

@@ -15,32 +15,35 @@ import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from pipeline.errors import PipelineError
-from pipeline.sops.config import SENSITIVE_FIELDS, load_sops_config
+from pipeline.layout import ENCRYPTED_DIR, RENDERED_DIR, SECRETS_ARTEFACT, node_artefact
+from pipeline.promote import bootstrap
+from pipeline.promote.intent import describe_trigger, intent_inputs
+from pipeline.sops import config as sops_config
+from pipeline.sops.config import SOPS_CONFIG, load_sops_config
+from pipeline.sops.metadata import (
+    _CONFLICT,
+    _CONFLICT_HINT,
+    _ENC,
+    ArtefactScan,
+    inspect_artefact,
+    scan_artefact,
+)
 from pipeline.state import git, ledger
 from pipeline.state.ledger import LEDGER_FILE, Ledger
+from pipeline.talos.inventory import load_inventory
 
 if TYPE_CHECKING:
     from pipeline.talos.inventory import Inventory
 
-ENCRYPTED_DIR = "encrypted"
-RENDERED_DIR = "rendered"
-SECRETS_ARTEFACT = f"{ENCRYPTED_DIR}/secrets.encrypted.yaml"
-WHOLE_FILE_ARTEFACTS = ("secrets.encrypted.yaml", "talosconfig.encrypted.yaml")
 # Names the seed's .gitignore lists: plaintext Talos material that must never be in git.
 PLAINTEXT_NAMES = re.compile(
     r"(^|/)((secrets|controlplane|worker|talosconfig|kubeconfig)(\.ya?ml)?|[^/]+\.decrypted\.ya?ml)$")
-# Certificates are public; everything else in the sensitive set must be ciphertext in git.
-_GUARDED = frozenset(SENSITIVE_FIELDS) - {"crt"}
-_ENC = re.compile(r"^ENC\[[A-Z0-9_]+,data:")
-_CONFLICT = re.compile(r"^(<{7}|>{7}) ", re.MULTILINE)
-_CONFLICT_HINT = ("take either side (git checkout --ours/--theirs -- {path}), resolve the intent, "
-                  "then run doit to re-promote")
 # What .gitignore must cover: a sample path for each kind of plaintext.
 IGNORE_PROBES = ("rendered/x.yaml", "secrets.yaml", "controlplane.yaml", "worker.yaml", "talosconfig",
                  "kubeconfig")
@@ -69,19 +72,10 @@ _SCANNED_SUFFIXES = (".yaml", ".yml", ".json", ".txt", ".key", ".pem", ".env", "
 _TEMPLATE_EXPR = re.compile(r"\{\{.*?\}\}")
 _TEMPLATE_TAG = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_NULLS = frozenset(("", "~", "null", "Null", "NULL"))
 
 
-_NODE_TAGS = {yaml.ScalarNode: "tag:yaml.org,2002:str", yaml.SequenceNode: "tag:yaml.org,2002:seq"}
 
 
-class _NodeLoader(_LOADER):  # type: ignore[misc,valid-type]
-    """Composes YAML nodes with the one tag distinction the guard needs (null or not): 3x cheaper."""
-
-    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
-        if kind is yaml.ScalarNode and implicit[0] and value in _NULLS:
-            return "tag:yaml.org,2002:null"
-        return _NODE_TAGS.get(kind, "tag:yaml.org,2002:map")
 
 
 def _is_ciphertext(value: Any) -> bool:
@@ -100,119 +94,29 @@ def _leaves(value: Any, path: str) -> Iterator[tuple[str, Any]]:
         yield path, value
 
 
-def _node_leaves(node: yaml.Node, path: str) -> Iterator[tuple[str, yaml.ScalarNode]]:
-    if isinstance(node, yaml.MappingNode):
-        for key, item in node.value:
-            yield from _node_leaves(item, f"{path}.{key.value}" if path else str(key.value))
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            yield from _node_leaves(item, f"{path}[{index}]")
-    else:
-        yield path, node
 
 
-def _node_is_ciphertext(node: yaml.ScalarNode) -> bool:
-    # sops leaves empty values alone; null and "" carry no secret.
-    return node.tag.endswith(":null") or node.value == "" or bool(_ENC.match(node.value))
 
 
-def _plaintext_sensitive(node: yaml.Node, path: str, guarded: bool) -> Iterator[str]:
-    """Dotted paths of sensitive values that are not ENC[...] (whole subtrees under a sensitive key)."""
-    if guarded:
-        for leaf_path, leaf in _node_leaves(node, path):
-            if not _node_is_ciphertext(leaf):
-                yield leaf_path
-        return
-    if isinstance(node, yaml.MappingNode):
-        for key, item in node.value:
-            yield from _plaintext_sensitive(item, f"{path}.{key.value}" if path else str(key.value),
-                                            key.value in _GUARDED)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            yield from _plaintext_sensitive(item, f"{path}[{index}]", False)
 
 
 # --- one artefact -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ArtefactScan:
-    """What one read of an artefact says: its findings, and who its data key is wrapped for."""
-
-    findings: list[str]
-    recipients: tuple[str, ...]
 
 
-def _age_entries(node: yaml.Node) -> Iterator[str]:
-    for item in node.value if isinstance(node, yaml.SequenceNode) else ():
-        if isinstance(item, yaml.MappingNode):
-            yield from (value.value for key, value in item.value
-                        if key.value == "recipient" and isinstance(value, yaml.ScalarNode))
 
 
-def _recipients(meta: yaml.MappingNode) -> tuple[str, ...]:
-    found: set[str] = set()
-    for key, value in meta.value:
-        if key.value == "age":
-            found.update(_age_entries(value))
-        elif key.value == "key_groups" and isinstance(value, yaml.SequenceNode):
-            for group in value.value:
-                if isinstance(group, yaml.MappingNode):
-                    for group_key, group_value in group.value:
-                        if group_key.value == "age":
-                            found.update(_age_entries(group_value))
-    return tuple(sorted(found))
 
 
-def _is_null(node: yaml.Node) -> bool:
-    return isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")
 
 
-def _has_mac(meta: yaml.Node | None) -> bool:
-    return isinstance(meta, yaml.MappingNode) and any(
-        key.value == "mac" and isinstance(value, yaml.ScalarNode) and bool(value.value) for key, value in meta.value)
 
 
-def inspect_artefact(text: str, path: str) -> ArtefactScan:
-    """One pass over an artefact, composed to YAML nodes only (no Python objects: fast on a fleet)."""
-    if _CONFLICT.search(text):
-        return ArtefactScan([f"{path}: git conflict markers: {_CONFLICT_HINT.format(path=path)}"], ())
-    try:
-        documents = [node for node in yaml.compose_all(text, Loader=_NodeLoader)
-                     if node is not None and not _is_null(node)]
-    except yaml.YAMLError:
-        return ArtefactScan([f"{path}: not a SOPS file (not valid YAML)"], ())
-    if not documents:
-        return ArtefactScan([f"{path}: not a SOPS file (empty)"], ())
-    whole_file = PurePosixPath(path).name in WHOLE_FILE_ARTEFACTS
-    findings: list[str] = []
-    recipients: tuple[str, ...] = ()
-    for index, doc in enumerate(documents):
-        where = f"{path}" if len(documents) == 1 else f"{path} (document {index + 1})"
-        pairs = doc.value if isinstance(doc, yaml.MappingNode) else []
-        meta = next((value for key, value in pairs if key.value == "sops"), None)
-        if not _has_mac(meta):
-            findings.append(f"{where}: not a SOPS file (no sops metadata)")
-            continue
-        if index == 0 and isinstance(meta, yaml.MappingNode):
-            recipients = _recipients(meta)
-        body = yaml.MappingNode("tag:yaml.org,2002:map", [(key, value) for key, value in pairs if key.value != "sops"])
-        if whole_file:
-            plain = [leaf_path for leaf_path, leaf in _node_leaves(body, "") if not _node_is_ciphertext(leaf)]
-        else:
-            plain = list(_plaintext_sensitive(body, "", False))
-        findings.extend(f"{where}: field {field} is plaintext (must be ENC[...])" for field in plain)
-    return ArtefactScan(findings, recipients)
 
 
-def scan_artefact(text: str, path: str) -> list[str]:
-    """Findings for one file under encrypted/: not SOPS, plaintext sensitive fields, conflicts."""
-    return inspect_artefact(text, path).findings
 
 
-def artefact_recipients(text: str) -> tuple[str, ...]:
-    """The age recipients an artefact's data key is wrapped for (from its sops metadata), sorted."""
-    return inspect_artefact(text, "").recipients
 
 
 # --- plaintext outside encrypted/ ---------------------------------------------------------------
@@ -547,13 +451,6 @@ def scan_rules(root: Path, scans: dict[str, ArtefactScan] | None = None) -> list
 
 def scan_current(root: Path, inventory: Inventory | None = None, files: list[str] | None = None) -> list[str]:
     """Staleness, from intent and the ledger alone: every node promoted from today's intent, nothing left over."""
-    # Imported here: these modules import this one, and the pre-commit hook needs none of them.
-    from pipeline.keys import keyring
-    from pipeline.promote import bootstrap
-    from pipeline.promote.encrypt import describe_trigger
-    from pipeline.promote.render import intent_inputs, node_artefact
-    from pipeline.talos.inventory import load_inventory
-
     try:
         inventory = inventory or load_inventory(root)
         record = ledger.load_ledger(root)
@@ -563,7 +460,7 @@ def scan_current(root: Path, inventory: Inventory | None = None, files: list[str
     for path in bootstrap.missing(inventory):
         state = "generated from other cluster settings" if (root / path).is_file() else "missing"
         findings.append(f"{path}: {state}: run doit (bootstrap makes it)")
-    if keyring.sops_config_outdated(inventory):
+    if sops_config.sops_config_outdated(inventory):
         findings.append(".sops.yaml: generated from cluster.yaml's recipients:, which changed since: run doit rekey")
     for node in inventory.nodes.values():
         artefact = node_artefact(inventory, node)
@@ -630,6 +527,45 @@ def check(root: Path, *, stale: bool = False, worktree: bool = True, inventory: 
             findings += scan_secrets_bundle(root, bundle, record)
     findings += scan_index(root, worktree=worktree)
     if stale:
+        findings += notes(root)
         findings += scan_rules(root, scans)
         findings += scan_current(root, inventory, list(scans))
     return list(dict.fromkeys(findings))
+
+
+def notes(root: Path) -> list[str]:
+    """What a promotion mentions and `doit check` refuses: a `.sops.yaml` that git does not hold yet."""
+    if not (root / SOPS_CONFIG).is_file() or not git.is_repository(root):
+        return []
+    if any(path == SOPS_CONFIG for path, _sha, _stage in git.index_entries(root)):
+        return []
+    return [f"{SOPS_CONFIG}: not committed yet: review it, then git add {SOPS_CONFIG} && git commit "
+            "(a fresh clone cannot encrypt without it)"]
+
+
+def before_promotion(inventory: Inventory) -> list[str]:
+    """What must hold before any node is rendered: the same findings `doit check` reports for them.
+
+    The secrets bundle is the one the ledger recorded (or a recorded rotation), `.sops.yaml` parses,
+    and a creation rule matches every artefact this promotion may write. Cheap: no sops, no decrypt.
+    """
+    root = inventory.root
+    try:
+        config = load_sops_config(root)
+        record = ledger.load_ledger(root)
+    except PipelineError as error:
+        return [str(error)]
+    findings = []
+    if config is None:
+        findings.append(f"{SOPS_CONFIG}: missing: restore it (git checkout HEAD -- {SOPS_CONFIG}) "
+                        "or run doit bootstrap")
+    else:
+        for node in inventory.nodes.values():
+            artefact = node_artefact(inventory, node)
+            if config.rule_for(artefact) is None:
+                findings.append(f"{artefact}: no .sops.yaml creation rule matches this path: add a rule or fix a "
+                                "path_regex in .sops.yaml")
+                break
+    bundle = (root / SECRETS_ARTEFACT).read_bytes() if (root / SECRETS_ARTEFACT).is_file() else None
+    findings += scan_secrets_bundle(root, bundle, record)
+    return findings

@@ -10,17 +10,14 @@ from pathlib import Path
 import yaml
 
 from pipeline.errors import PipelineError
+from pipeline.layout import ENCRYPTED_DIR, SECRETS_ARTEFACT, TALOSCONFIG_ARTEFACT, base_artefact
 from pipeline.promote import talosctl
-from pipeline.promote.render import ENCRYPTED_DIR, base_artefact
 from pipeline.sops import identities as keys
 from pipeline.sops import runner as sops
 from pipeline.sops.config import SOPS_CONFIG, load_sops_config, render_sops_config
 from pipeline.state import ledger
 from pipeline.talos.baseconfig import ClusterParams, dump_documents, generate_base, generate_talosconfig
 from pipeline.talos.inventory import ROLES, Inventory
-
-SECRETS_ARTEFACT = f"{ENCRYPTED_DIR}/secrets.encrypted.yaml"
-TALOSCONFIG_ARTEFACT = f"{ENCRYPTED_DIR}/talosconfig.encrypted.yaml"
 
 
 @dataclass

@@ -1,156 +1,27 @@
-"""Rendering: a node's base config plus its patches, exactly as Talos would merge them."""
+"""Rendering: a node's base config plus its patches, exactly as Talos would merge them, to rendered/."""
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
+import sys
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.layout import RENDERED_DIR, base_artefact, node_artefact, rendered_path
+from pipeline.promote import talosctl
+from pipeline.promote.intent import _base_digest, _parse_patch, _patch_texts, intent_inputs, source_digest
 from pipeline.sops import runner as sops
-from pipeline.state.ledger import canonical, file_identity, sha256_bytes, sha256_file
+from pipeline.sops.config import SOPS_CONFIG, SopsConfig, parse_sops_config
+from pipeline.state import ledger
+from pipeline.state.ledger import canonical, file_identity, sha256_bytes
 from pipeline.talos.baseconfig import dump_documents
 from pipeline.talos.inventory import Inventory, Node
-from pipeline.talos.patching import Patch, apply_patches, load_documents, load_patch
-from pipeline.talos.templating import render_template
+from pipeline.talos.patching import apply_patches, load_documents
 from pipeline.talos.validation import validate_machine_config
-
-RENDERED_DIR = "rendered"
-ENCRYPTED_DIR = "encrypted"
-# Bump when rendering changes meaning in a way the code digest below would not catch.
-RENDER_FORMAT = 2  # 2: the package layout (code digest over talos/ and promote/render.py)
-_RENDERING_CODE = ("talos/patching.py", "promote/render.py", "talos/templating.py", "talos/validation.py")
-
-
-def base_artefact(role: str) -> str:
-    """Repo-relative path of the encrypted base config for ``role``."""
-    return f"{ENCRYPTED_DIR}/{role}.encrypted.yaml"
-
-
-def node_artefact(inventory: Inventory, node: Node | str) -> str:
-    """Repo-relative path of a node's encrypted artefact."""
-    return f"{ENCRYPTED_DIR}/{inventory.artefact_name(node)}.encrypted.yaml"
-
-
-def rendered_path(inventory: Inventory, node: Node | str) -> str:
-    """Repo-relative path of a node's transient plaintext."""
-    return f"{RENDERED_DIR}/{inventory.artefact_name(node)}.yaml"
-
-
-@cache
-def code_digest() -> str:
-    """Digest of the pipeline's own rendering code: a change to it is a change of every node's input."""
-    digest = hashlib.sha256(f"format {RENDER_FORMAT}".encode())
-    here = Path(__file__).resolve().parent.parent
-    for name in _RENDERING_CODE:
-        digest.update((here / name).read_bytes())
-    return digest.hexdigest()
-
-
-@lru_cache(maxsize=8192)
-def _parse_patch(text: str, source: str) -> Patch:
-    # Keyed by the templated text: an untemplated shared patch is parsed once for the whole fleet.
-    return load_patch(text, source)
-
-
-def _patch_texts(inventory: Inventory, node: Node) -> list[tuple[str, str, str]]:
-    """``node``'s patch files as (source, file text, templated text), in order."""
-    context = inventory.template_context(node)
-    out = []
-    for source in inventory.patches_for(node):
-        text = _read_patch(inventory.root / source, source)
-        out.append((source, text, render_template(text, source, context)))
-    return out
-
-
-def templated_patches(inventory: Inventory, node: Node) -> list[tuple[str, str]]:
-    """``node``'s patch files as (source, templated text), in order."""
-    return [(source, templated) for source, _text, templated in _patch_texts(inventory, node)]
-
-
-def load_node_patches(inventory: Inventory, node: Node) -> list[Patch]:
-    """Template and parse ``node``'s patches, in order; errors name the patch file and line."""
-    return [_parse_patch(text, source) for source, text in templated_patches(inventory, node)]
-
-
-@lru_cache(maxsize=1024)
-def _read_cached(path: str, inode: int, mtime_ns: int, size: int) -> str:
-    with open(path, encoding="utf-8") as handle:
-        return handle.read()
-
-
-@lru_cache(maxsize=16)
-def _digest_cached(path: str, inode: int, mtime_ns: int, size: int) -> str | None:
-    return sha256_file(Path(path))
-
-
-def _base_digest(inventory: Inventory, role: str) -> str | None:
-    # Every node of a role names the same base: hash it once per run, not once per node.
-    path = inventory.root / base_artefact(role)
-    identity = file_identity(path)
-    return None if identity is None else _digest_cached(str(path), *identity)
-
-
-def forget_file_cache() -> None:
-    """Drop cached patch texts and base digests (keyed by mtime: a save within one clock tick must not be missed)."""
-    _read_cached.cache_clear()
-    _digest_cached.cache_clear()
-
-
-def _read_patch(path: Path, source: str) -> str:
-    identity = file_identity(path)
-    try:
-        if identity is None:
-            raise FileNotFoundError(path)
-        return _read_cached(str(path), *identity)
-    except FileNotFoundError:  # missing, or deleted since the stat
-        raise PipelineError("patch file does not exist", path=source) from None
-    except UnicodeDecodeError:
-        raise PipelineError("patch file is not UTF-8 text", path=source) from None
-
-
-def intent_inputs(inventory: Inventory, node: Node, patches: list[Patch] | None = None) -> list[str]:
-    """Named digests of everything ``node``'s rendered config depends on, in order.
-
-    Patches count as parsed, templated documents, so a comment-only edit changes nothing here.
-    """
-    if patches is None:
-        patches = load_node_patches(inventory, node)
-    inputs = _head_inputs(inventory, node)
-    inputs.extend(f"{patch.source} {sha256_bytes(canonical([patch.kind, list(patch.content)]))}" for patch in patches)
-    return inputs
-
-
-def _head_inputs(inventory: Inventory, node: Node) -> list[str]:
-    # "name digest" strings: one line each in the ledger, so its diffs stay readable.
-    renderer = "" if inventory.renderer == "builtin" else f" renderer={inventory.renderer}"
-    return [
-        f"node {inventory.cluster.name}/{node.name}/{node.role}{renderer}",
-        f"code sha256:{code_digest()}",
-        f"base {_base_digest(inventory, node.role) or 'missing'}",
-    ]
-
-
-def source_digest(inventory: Inventory, node: Node, texts: list[tuple[str, str]] | None = None,
-                  head: list[str] | None = None) -> str:
-    """Digest of what ``node``'s intent is computed from, before templating and parsing.
-
-    Equal digests mean equal intent (templating and parsing are deterministic and the code is
-    in ``head``), so a caller that remembers which intent these sources gave can skip both.
-    ``texts``: (source, file text) of the patches, as read for the render this digest describes.
-    """
-    if texts is None:
-        texts = [(source, _read_patch(inventory.root / source, source)) for source in inventory.patches_for(node)]
-    head = _head_inputs(inventory, node) if head is None else head
-    return sha256_bytes(canonical(["sources v1", head, inventory.template_context(node), texts]))
-
-
-def intent_digest(inventory: Inventory, node: Node, patches: list[Patch] | None = None) -> str:
-    """One digest of :func:`intent_inputs` (order included): what the ledger compares."""
-    return sha256_bytes(canonical(intent_inputs(inventory, node, patches)))
 
 
 @lru_cache(maxsize=8)
@@ -229,3 +100,114 @@ def write_plaintext(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+# What encrypt must know about a rendered file travels with it from render: the intent it was
+# rendered from (so the ledger records what was actually rendered even if a patch is saved again
+# mid-promotion), its keyed digest and the rule shape. Within one process (doit -n 1, -P thread,
+# watch) it is handed over in memory, tied to the file's identity; a `doit -n N` worker process
+# also attaches it to the file (see _attach_facts), since the encrypt step may run in another
+# worker. A file creation is the dearest step of a render on many file systems: neither makes one.
+_HANDOFF: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+
+def _intent_sidecar(inventory: Inventory, node: Node) -> Path:
+    return inventory.root / RENDERED_DIR / f".{inventory.artefact_name(node)}.intent"
+
+
+def _in_worker_process() -> bool:
+    # doit -n N runs tasks in multiprocessing workers; doit has imported multiprocessing by then.
+    multiprocessing = sys.modules.get("multiprocessing")
+    return multiprocessing is not None and multiprocessing.parent_process() is not None
+
+
+# Across worker processes the facts ride on the rendered file itself, as an extended attribute of
+# its inode (a re-render makes a new inode, so they can never describe other content); a file
+# system without user attributes gets the sidecar file instead.
+_FACTS_ATTRIBUTE = "user.talos-promote.render"
+
+
+def _attach_facts(inventory: Inventory, node: Node, path: Path, facts: dict[str, Any]) -> None:
+    data = json.dumps(facts, separators=(",", ":")).encode()
+    try:
+        os.setxattr(path, _FACTS_ATTRIBUTE, data, follow_symlinks=False)
+    except OSError:  # ENOTSUP, or too large for this file system
+        write_plaintext(_intent_sidecar(inventory, node), data.decode())
+
+
+def _rendered_facts(inventory: Inventory, node: Node, plain: Path) -> dict[str, Any] | None:
+    """What the render of ``plain`` recorded for encrypt (None: unknown here, render again)."""
+    handed = _HANDOFF.pop(str(plain), None)
+    if handed is not None and handed[0] == file_identity(plain):
+        return handed[1]
+    try:
+        facts = json.loads(os.getxattr(plain, _FACTS_ATTRIBUTE, follow_symlinks=False))
+    except (OSError, ValueError):
+        try:
+            facts = json.loads(_intent_sidecar(inventory, node).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+    return facts if isinstance(facts, dict) and "inputs" in facts else None
+
+
+def render(inventory: Inventory, node: Node) -> Path:
+    """Render ``node`` to rendered/<cluster>-<node>.yaml (0600 in a 0700 folder)."""
+    return _render(inventory, node)[0]
+
+
+def render_values(inventory: Inventory, node: Node) -> dict[str, Any]:
+    """Render ``node`` like :func:`render`; returns the digests ``is_current(last_render=...)`` takes."""
+    result = _render(inventory, node)[1]
+    return {"source": result.source, "intent": result.intent}
+
+
+def _render(inventory: Inventory, node: Node) -> tuple[Path, Rendered]:
+    result = render_node(inventory, node)
+    path = inventory.root / rendered_path(inventory, node)
+    write_plaintext(path, result.text)
+    if talosctl.binary() is not None:
+        talosctl.validate(path, f"node {node.name}")  # Talos's own validator, when it is installed
+    # The keyed digest is taken here, while the documents are in memory: encrypt need not parse
+    # the rendered file again (a few ms a node, which adds up over a fleet).
+    shape = _rule_shape(inventory.root, node_artefact(inventory, node))
+    digest = ledger.keyed_digest(result.documents, ledger.canonical(shape)) if shape is not None else None
+    facts = {"inputs": result.inputs, "rendered": digest, "shape": shape}
+    identity = file_identity(path)
+    if identity is not None:
+        _HANDOFF[str(path)] = (identity, facts)
+    if _in_worker_process():
+        _attach_facts(inventory, node, path, facts)
+    return path, result
+
+
+def _rule_shape(root: Path, artefact: str) -> dict[str, Any] | None:
+    """What the creation rule for ``artefact`` encrypts (None: no rule matches).
+
+    It is part of what the artefact encodes (a new regex means re-encrypt); who it is encrypted
+    for is compared on the artefact itself, and is `doit rekey`'s business.
+    """
+    config = _sops_config(root)
+    rule = config.rule_for(artefact) if config else None
+    if rule is None:
+        return None
+    return {key: rule.raw.get(key) for key in ("encrypted_regex", "unencrypted_regex", "encrypted_suffix",
+                                               "unencrypted_suffix", "mac_only_encrypted")}
+
+
+@lru_cache(maxsize=4)
+def _parse_sops_config(text: str) -> SopsConfig:
+    return parse_sops_config(text)
+
+
+def _sops_config(root: Path) -> SopsConfig | None:
+    """`.sops.yaml`, read and parsed once per process while the file stays the same (it is asked per node)."""
+    identity = file_identity(root / SOPS_CONFIG)
+    if identity is None:
+        return None
+    return _read_sops_config(str(root / SOPS_CONFIG), *identity)
+
+
+@lru_cache(maxsize=4)
+def _read_sops_config(path: str, inode: int, mtime_ns: int, size: int) -> SopsConfig:
+    with open(path, encoding="utf-8") as handle:
+        return _parse_sops_config(handle.read())

@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from pipeline.errors import PipelineError
-from pipeline.promote.render import RENDERED_DIR
+from pipeline.layout import RENDERED_DIR
 
 
 def binary() -> str | None:

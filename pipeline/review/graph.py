@@ -5,7 +5,7 @@ hashes; no key, no sops), :func:`to_dot` writes Graphviz DOT and :func:`render_i
 ``dot`` program, when installed, for SVG/PNG. Each task is coloured by what ``doit`` would do
 with it now:
 
-- *up to date*: the ledger says the artefact is what today's intent renders (``promotion.is_current``);
+- *up to date*: the ledger says the artefact is what today's intent renders (``intent.is_current``);
 - *will run*: something the node depends on changed (the tooltip says what), or it is new;
 - *failing*: its intent cannot be read (unparsable YAML, undefined template variable, missing
   patch): the error is in the tooltip, and the file at fault is drawn red.
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import PipelineError
-from pipeline.promote import bootstrap
-from pipeline.promote import encrypt as promotion
-from pipeline.promote.render import base_artefact, intent_inputs, node_artefact
+from pipeline.layout import base_artefact, node_artefact
+from pipeline.promote import bootstrap, intent
+from pipeline.promote.intent import intent_inputs
 from pipeline.state.ledger import Ledger, load_ledger, sha256_file
 from pipeline.talos.inventory import INVENTORY_FILE, Inventory, load_inventory
 
@@ -108,13 +108,13 @@ def _node_state(inventory: Inventory, record: Ledger, graph: TaskGraph, name: st
             culprit = graph.nodes[_file_id(error.path)]
             culprit.state, culprit.tooltip = FAILING, str(error)
         return FAILING, str(error)
-    if promotion.is_current(inventory, record, node):
+    if intent.is_current(inventory, record, node):
         return UP_TO_DATE, f"{name}: up to date"
     entry = record.nodes.get(name) or {}
     artefact = node_artefact(inventory, node)
     recorded_sha = entry.get("artefact_sha256")
     artefact_known = recorded_sha is not None and sha256_file(inventory.root / artefact) == recorded_sha
-    trigger = promotion.describe_trigger(entry, inputs, artefact_known)
+    trigger = intent.describe_trigger(entry, inputs, artefact_known)
     for changed in _changed_inputs(entry, inputs) if entry else ():
         target = {"node": _file_id(INVENTORY_FILE), "base": base_artefact(node.role)}.get(changed, _file_id(changed))
         box = graph.nodes.get(target)

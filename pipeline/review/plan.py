@@ -15,10 +15,10 @@ from typing import Any
 import yaml
 
 from pipeline.errors import PipelineError
-from pipeline.guard import scan as guard
+from pipeline.layout import SECRETS_ARTEFACT, base_artefact, node_artefact
 from pipeline.promote import bootstrap
-from pipeline.promote.encrypt import describe_trigger, is_current
-from pipeline.promote.render import base_artefact, intent_inputs, load_node_patches, node_artefact, render_node
+from pipeline.promote.intent import describe_trigger, intent_inputs, is_current, load_node_patches
+from pipeline.promote.render import render_node
 from pipeline.review.docdiff import Change, Redactor, added, diff_documents
 from pipeline.review.verify import decrypt_many
 from pipeline.sops.config import SOPS_CONFIG
@@ -85,7 +85,7 @@ def make_plan(root: Path) -> Plan:
     record = ledger.load_ledger(root)
     todo = bootstrap.missing(inventory)
     plan = Plan(nodes=[], up_to_date=[], total=len(inventory.nodes), bootstrap=todo)
-    if SOPS_CONFIG in todo or guard.SECRETS_ARTEFACT in todo:
+    if SOPS_CONFIG in todo or SECRETS_ARTEFACT in todo:
         # Nothing to render against before bootstrap: every node would be made from scratch.
         plan.nodes = [NodePlan(node.name, node_artefact(inventory, node), "new", "bootstrap first")
                       for node in inventory.nodes.values()]
@@ -99,17 +99,17 @@ def make_plan(root: Path) -> Plan:
         plan.nodes = _removed_nodes(inventory, record)
         return plan
     existing = [node_artefact(inventory, node) for node in pending if (root / node_artefact(inventory, node)).is_file()]
-    plain = decrypt_many(root, [guard.SECRETS_ARTEFACT, *existing])
+    plain = decrypt_many(root, [SECRETS_ARTEFACT, *existing])
     failed = next((text for text in plain.values() if isinstance(text, PipelineError)), None)
     if failed is not None:
         raise failed
-    bundle = yaml.load(str(plain.pop(guard.SECRETS_ARTEFACT)), Loader=_LOADER)
+    bundle = yaml.load(str(plain.pop(SECRETS_ARTEFACT)), Loader=_LOADER)
     plan.redactor = Redactor.from_bundle(bundle)
     bases: dict[str, list[Any]] = {}
     if regenerated:
         from pipeline.talos.secrets_bundle import validate_bundle  # cryptography: only when a base is regenerated
 
-        validate_bundle(bundle, guard.SECRETS_ARTEFACT)
+        validate_bundle(bundle, SECRETS_ARTEFACT)
         bases = _new_bases(inventory, bundle, regenerated)
 
     pending_names = {node.name for node in pending}

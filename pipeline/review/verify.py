@@ -15,7 +15,8 @@ import yaml
 
 from pipeline.errors import PipelineError
 from pipeline.guard import scan as guard
-from pipeline.promote.render import node_artefact, render_node
+from pipeline.layout import ENCRYPTED_DIR, node_artefact
+from pipeline.promote.render import render_node
 from pipeline.review.docdiff import Change, diff_documents
 from pipeline.sops import identities as keys
 from pipeline.sops import runner as sops
@@ -110,7 +111,7 @@ def verify(root: Path) -> Verification:
             result.nodes_ok += 1
 
     known = {node_artefact(inventory, node) for node in inventory.nodes.values()}
-    prefix = f"{guard.ENCRYPTED_DIR}/{inventory.cluster.name}-"
+    prefix = f"{ENCRYPTED_DIR}/{inventory.cluster.name}-"
     for rel in files:
         if rel.startswith(prefix) and rel.endswith(".encrypted.yaml") and rel not in known:
             name = rel[len(prefix):-len(".encrypted.yaml")]

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import PipelineError
+from pipeline.talos.inventory import Inventory
 from pipeline.talos.yamlsource import load_yaml_with_lines
 
 SOPS_CONFIG = ".sops.yaml"
@@ -149,3 +150,16 @@ def render_sops_config(recipients: Sequence[str]) -> str:
         "# fields be edited without breaking the MAC).\n"
         f"{body}"
     )
+
+
+def sops_config_outdated(inventory: Inventory) -> bool:
+    """Whether a generated `.sops.yaml` no longer names cluster.yaml's ``recipients:`` (run `doit rekey`).
+
+    Keyless, no sops, no artefact read: cheap enough for every promotion to mention it.
+    """
+    wanted = [r.key for r in inventory.recipients]
+    try:
+        config = load_sops_config(inventory.root)
+    except PipelineError:
+        return False
+    return bool(wanted) and config is not None and config.generated and config.text != render_sops_config(wanted)

@@ -10,6 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from pipeline.sops.identities import find_identities
+from pipeline.sops.metadata import artefact_recipients
 
 # sops exit codes worth a sentence of their own (see sops's cmd/sops/codes).
 _EXIT_MESSAGES = {
@@ -126,8 +128,6 @@ def decrypt(artefact: str, root: Path) -> str:
 
 def _who_can_decrypt(path: Path) -> str:
     """Which recipients a file needs and which identities were found (public keys only, never secrets)."""
-    from pipeline.guard.scan import artefact_recipients
-    from pipeline.sops.identities import find_identities
 
     try:
         needed = artefact_recipients(path.read_text(encoding="utf-8"))

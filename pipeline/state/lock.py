@@ -7,6 +7,7 @@ import fcntl
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.errors import PipelineError
@@ -79,3 +80,16 @@ def _remove_stale_temp_files(root: Path) -> None:
         if folder.is_dir() and not folder.is_symlink():
             for path in folder.glob(".*.tmp"):
                 path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def holding(root: Path, wait: float | None = None) -> Iterator[None]:
+    """Hold the repository's promotion lock for the ``with`` block (a no-op if this process holds it)."""
+    if held(root):
+        yield
+        return
+    acquire(root, wait)
+    try:
+        yield
+    finally:
+        release(root)

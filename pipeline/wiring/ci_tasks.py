@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.errors import PipelineError
-from pipeline.wiring.tasks import TaskDict, _inventory, _root, _user_errors, say
+from pipeline.wiring import session as sessions
+from pipeline.wiring.action import TaskDict, action, say
 
 # dodo.py imports this module on every doit run, a promotion or a no-op included: the modules
 # behind these tasks (plan, verify, hooks) are imported by their actions, only when called.
@@ -28,52 +29,50 @@ def _fail_with(findings: list[str], what: str) -> None:
 def task_check() -> TaskDict:
     """Keyless guard (no key, no network): nothing plaintext, every secret ENC[...], every artefact current."""
 
-    @_user_errors
     def run() -> dict[str, Any]:
-        inventory = _inventory()  # parsed once already, while doit loaded the tasks
+        session = sessions.current()
+        inventory = session.inventory()  # parsed once already, while doit loaded the tasks
         known = None if isinstance(inventory, PipelineError) else inventory
         from pipeline.guard import scan as guard
 
-        findings = guard.check(_root(), stale=True, inventory=known)
+        findings = guard.check(session.root, stale=True, inventory=known)
         if findings:
             _fail_with(findings, "problems")
         return {"lines": ["check: safe and current (no key used)"]}
 
-    return {"actions": [run], "doc": task_check.__doc__, "verbosity": 2}
+    return {"actions": [action(run)], "doc": task_check.__doc__, "verbosity": 2}
 
 
 def task_verify() -> TaskDict:
     """With a key: every artefact decrypts (MAC intact) and matches what its intent renders today."""
 
-    @_user_errors
     def run() -> dict[str, Any]:
         from pipeline.review.verify import verify
 
-        result = verify(_root())
+        result = verify(sessions.current().root)
         if result.findings:
             _fail_with(result.findings, "problems")
         return {"lines": [result.summary()]}
 
-    return {"actions": [run], "doc": task_verify.__doc__, "verbosity": 2}
+    return {"actions": [action(run)], "doc": task_verify.__doc__, "verbosity": 2}
 
 
 def task_plan() -> TaskDict:
     """What doit would change, per node and field, secrets redacted (--format markdown; --output FILE)."""
 
-    @_user_errors
     def run(fmt: str, output: str) -> dict[str, Any]:
         from pipeline.review.plan import render_plan
         from pipeline.state.ledger import atomic_write
 
-        text = render_plan(_root(), fmt)
+        text = render_plan(sessions.current().root, fmt)
         if not output:
             print(text, end="", flush=True)
             return {}
-        atomic_write(_root() / output, text.encode())
+        atomic_write(sessions.current().root / output, text.encode())
         return {"lines": [f"plan written to {output}"]}
 
     return {
-        "actions": [run],
+        "actions": [action(run)],
         "params": [
             {"name": "fmt", "long": "format", "default": "text", "choices": [(name, "") for name in PLAN_FORMATS],
              "help": "text (default) or markdown (for a pull-request comment)"},
@@ -87,14 +86,13 @@ def task_plan() -> TaskDict:
 def task_hooks() -> TaskDict:
     """Install the git pre-commit hook running the keyless guard (--force replaces a foreign hook)."""
 
-    @_user_errors
     def run(force: bool) -> dict[str, Any]:
         from pipeline.guard import hooks
 
-        return {"lines": [hooks.install(_root(), force=force)]}
+        return {"lines": [hooks.install(sessions.current().root, force=force)]}
 
     return {
-        "actions": [run],
+        "actions": [action(run)],
         "params": [{"name": "force", "long": "force", "type": bool, "default": False,
                     "help": "replace an existing pre-commit hook that is not ours (kept as pre-commit.orig)"}],
         "doc": task_hooks.__doc__,

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from doit.exceptions import TaskFailed
-
 from pipeline.errors import PipelineError
+from pipeline.wiring.action import action
 
 DEFAULT_OUT = "graph.dot"
 # pipeline.review.graph.DEFAULT_FORMATS; that module is imported by the action only (dodo.py imports this
@@ -20,7 +19,7 @@ def _formats(text: str) -> list[str]:
     return [] if items == ["none"] else items
 
 
-def draw(out: str = DEFAULT_OUT, formats: str = ",".join(DEFAULT_FORMATS)) -> dict[str, Any] | TaskFailed:
+def draw(out: str = DEFAULT_OUT, formats: str = ",".join(DEFAULT_FORMATS)) -> dict[str, Any]:
     """The action: write the graph; bad input or a graphviz error is a one-line task failure."""
     from pipeline.review.graph import FAILING, UP_TO_DATE, WILL_RUN, write_graph
 
@@ -28,13 +27,8 @@ def draw(out: str = DEFAULT_OUT, formats: str = ",".join(DEFAULT_FORMATS)) -> di
     target = Path(out) if Path(out).is_absolute() else root / out
     wanted = _formats(formats)
     if target.suffix.lstrip(".").lower() in wanted:
-        return TaskFailed(f"--out {out}: give the DOT file a .dot name; the {target.suffix} image is made beside it")
-    try:
-        graph, images = write_graph(root, target, wanted)
-    except PipelineError as error:
-        return TaskFailed(str(error))
-    except OSError as error:
-        return TaskFailed(f"{error.filename or out}: {error.strerror or error}")
+        raise PipelineError(f"--out {out}: give the DOT file a .dot name; the {target.suffix} image is made beside it")
+    graph, images = write_graph(root, target, wanted)
     counts = graph.counts()
     shown = [_relative(target, root), *(_relative(image, root) for image in images)]
     note = "" if images or not wanted else " (graphviz `dot` not installed: DOT only)"
@@ -53,7 +47,7 @@ def _relative(path: Path, root: Path) -> str:
 def task_graph() -> dict[str, Any]:
     """Draw the task graph (intent -> render -> encrypt -> stage) as graph.dot (+ .svg/.png with graphviz)."""
     return {
-        "actions": [draw],
+        "actions": [action(draw)],
         "params": [
             {"name": "out", "long": "out", "type": str, "default": DEFAULT_OUT,
              "help": "where to write the DOT file; images go beside it [default: %(default)s]"},

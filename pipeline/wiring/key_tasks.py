@@ -1,83 +1,46 @@
 """doit tasks for the key lifecycle: `keygen`, `rekey`, `rotate` and the recovery `drill`.
 
-They are called by name, never part of the default promotion. The logic is in ``keyring.py``;
+They are called by name, never part of the default promotion. The logic is in ``pipeline.keys``;
 here bad input becomes a one-line task failure (exit 1), never a traceback.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from doit.exceptions import TaskFailed
-
 from pipeline.errors import PipelineError
-from pipeline.promote import encrypt as promotion
-from pipeline.sops import runner as sops
-from pipeline.state import lock as runlock
+from pipeline.promote import stage as staging
 from pipeline.talos.inventory import Inventory, load_inventory
-
-TaskDict = dict[str, Any]
+from pipeline.wiring import session as sessions
+from pipeline.wiring.action import Lines, TaskDict, action
 
 
 def _root() -> Path:
     # doit runs from the folder of dodo.py: that is the repository.
-    return Path.cwd()
+    return sessions.current().root
 
 
 def _writer_inventory() -> Inventory:
-    """The inventory, for a task that rewrites artefacts: it holds the repository's run lock first."""
-    runlock.acquire(_root())  # a no-op when dodo.py's import already took it
+    """The inventory, for a task that rewrites artefacts (the run entry holds the run lock for it)."""
     return load_inventory(_root())
 
 
-class _Lines:
-    """Collects an action's report lines; printed by the reporter on success, to stderr on failure."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def __call__(self, line: str) -> None:
-        self.lines.append(line)
-
-    def flush_to_stderr(self) -> None:
-        for line in self.lines:
-            print(f"  {line}", file=sys.stderr, flush=True)
-
-
-def _run(func: Callable[..., dict[str, Any]], **params: Any) -> Any:
-    """Run ``func(lines, **params)``: bad input and Ctrl-C become a task failure (exit 1, one line)."""
-    runs = sops.runs_in_this_thread()
-    lines = _Lines()
-    try:
-        values = func(lines, **params)
-    except PipelineError as error:
-        lines.flush_to_stderr()
-        return TaskFailed(str(error))
-    except KeyboardInterrupt:
-        lines.flush_to_stderr()
-        return TaskFailed(f"interrupted: every artefact is whole; run doit {func.__name__} again")
-    values["lines"] = [*lines.lines, *values.get("lines", [])]
-    values["sops_runs"] = sops.runs_in_this_thread() - runs
-    return values
-
-
-def _stage(inventory: Inventory, lines: _Lines) -> None:
-    if promotion.stage(inventory) is None:
+def _stage(inventory: Inventory, lines: Lines) -> None:
+    if staging.stage(inventory) is None:
         lines("stage: not a git repository, nothing staged")
 
 
-def rekey(lines: _Lines) -> dict[str, Any]:
+def rekey(lines: Lines) -> dict[str, Any]:
     """The `rekey` action."""
-    from pipeline import keyring  # imported when a key task runs, not on every `doit`
+    from pipeline.keys import rekey
+    from pipeline.sops import config as sops_config
 
     inventory = _writer_inventory()
-    report = keyring.rekey(inventory, lines)
+    report = rekey.rekey(inventory, lines)
     lines.lines.extend(f"note: {note}" for note in report.notes)
     if report.config_written:
-        lines(f"{keyring.SOPS_CONFIG} was regenerated: review and commit it with the artefacts")
+        lines(f"{sops_config.SOPS_CONFIG} was regenerated: review and commit it with the artefacts")
     if report.rekeyed:
         _stage(inventory, lines)
     lines(f"rekey: {len(report.rekeyed)} artefact(s) rekeyed" if report.rekeyed or report.config_written
@@ -85,12 +48,12 @@ def rekey(lines: _Lines) -> dict[str, Any]:
     return {}
 
 
-def rotate(lines: _Lines) -> dict[str, Any]:
+def rotate(lines: Lines) -> dict[str, Any]:
     """The `rotate` action."""
-    from pipeline import keyring  # imported when a key task runs, not on every `doit`
+    from pipeline.keys import rotate
 
     inventory = _writer_inventory()
-    report = keyring.rotate(inventory, lines)
+    report = rotate.rotate(inventory, lines)
     _stage(inventory, lines)
     resumed = f", {len(report.resumed)} already done before an interruption" if report.resumed else ""
     lines(f"rotate: rotation {report.rotation} finished: {len(report.rotated)} artefact(s) got a new data key"
@@ -98,24 +61,24 @@ def rotate(lines: _Lines) -> dict[str, Any]:
     return {}
 
 
-def keygen(lines: _Lines, out: str = "") -> dict[str, Any]:
+def keygen(lines: Lines, out: str = "") -> dict[str, Any]:
     """The `keygen` action."""
-    from pipeline import keyring  # imported when a key task runs, not on every `doit`
+    from pipeline.keys import recipients
 
-    path, public = keyring.keygen(out, _root())
+    path, public = recipients.keygen(out, _root())
     lines(f"keygen: new age identity in {path} (mode 0600)")
     lines(f"public key: {public}")
     lines("next: back the file up, add the public key to recipients: in cluster.yaml, run doit rekey")
     return {"public_key": public}
 
 
-def drill(lines: _Lines, key: str = "") -> dict[str, Any]:
+def drill(lines: Lines, key: str = "") -> dict[str, Any]:
     """The `drill` action."""
-    from pipeline import keyring  # imported when a key task runs, not on every `doit`
+    from pipeline.keys import drill
 
     if not key:
         raise PipelineError("drill needs --key FILE: the (backup) age key file to recover with")
-    report = keyring.drill(_root(), Path(key), lines)
+    report = drill.drill(_root(), Path(key), lines)
     failures = report.failures
     total = len(report.lines)
     if not total:
@@ -136,7 +99,7 @@ def drill(lines: _Lines, key: str = "") -> dict[str, Any]:
 def task_keygen() -> TaskDict:
     """Make a new age identity: doit keygen --out FILE (mode 0600, never overwrites, prints the public key)."""
     return {
-        "actions": [lambda out: _run(keygen, out=out)],
+        "actions": [action(_keygen)],
         "params": [{"name": "out", "long": "out", "type": str, "default": "",
                     "help": "where to write the new key file (outside the repository)"}],
         "doc": task_keygen.__doc__,
@@ -146,20 +109,37 @@ def task_keygen() -> TaskDict:
 
 def task_rekey() -> TaskDict:
     """Re-wrap every artefact for the recipients of .sops.yaml (regenerated from cluster.yaml's recipients:)."""
-    return {"actions": [lambda: _run(rekey)], "doc": task_rekey.__doc__, "verbosity": 2}
+    return {"actions": [action(_rekey, writes=True)], "doc": task_rekey.__doc__, "verbosity": 2}
 
 
 def task_rotate() -> TaskDict:
     """New data key for every artefact (sops rotate), verified, atomic per file, resumable; in the ledger."""
-    return {"actions": [lambda: _run(rotate)], "doc": task_rotate.__doc__, "verbosity": 2}
+    return {"actions": [action(_rotate, writes=True)], "doc": task_rotate.__doc__, "verbosity": 2}
 
 
 def task_drill() -> TaskDict:
     """Recovery drill: doit drill --key FILE clones HEAD, empty HOME, only that key; decrypt, re-render, compare."""
     return {
-        "actions": [lambda key: _run(drill, key=key)],
+        "actions": [action(_drill)],
         "params": [{"name": "key", "long": "key", "type": str, "default": "",
                     "help": "the age key file to recover with (e.g. your backup copy)"}],
         "doc": task_drill.__doc__,
         "verbosity": 2,
     }
+
+
+# The actions doit calls: the one wrapper hands each a Lines collector as `emit`.
+def _keygen(out: str, emit: Lines) -> dict[str, Any]:
+    return keygen(emit, out=out)
+
+
+def _rekey(emit: Lines) -> dict[str, Any]:
+    return rekey(emit)
+
+
+def _rotate(emit: Lines) -> dict[str, Any]:
+    return rotate(emit)
+
+
+def _drill(key: str, emit: Lines) -> dict[str, Any]:
+    return drill(emit, key=key)

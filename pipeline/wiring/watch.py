@@ -29,7 +29,6 @@ from typing import Any
 
 from doit import doit_cmd
 from doit.cmd_base import DoitCmdBase, ModuleTaskLoader
-from doit.cmd_run import Run
 from doit.cmdparse import CmdParseError
 from doit.control import TaskControl
 from doit.exceptions import InvalidCommand, InvalidDodoFile, InvalidTask
@@ -48,12 +47,12 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from pipeline.errors import PipelineError
-from pipeline.promote import encrypt as promotion
-from pipeline.promote.bootstrap import SECRETS_ARTEFACT, TALOSCONFIG_ARTEFACT
-from pipeline.promote.render import ENCRYPTED_DIR, base_artefact
+from pipeline.layout import ENCRYPTED_DIR, SECRETS_ARTEFACT, TALOSCONFIG_ARTEFACT, base_artefact
+from pipeline.promote import stage as staging
 from pipeline.sops.config import SOPS_CONFIG
-from pipeline.state import lock as runlock
 from pipeline.talos.inventory import INVENTORY_FILE, PATCH_DIR, ROLES, load_inventory
+from pipeline.wiring import session as sessions
+from pipeline.wiring.entry import PromotionRun
 
 # Only changes count: watchdog 7 also reports `opened` and `closed_no_write` for a plain read.
 TRIGGERING_EVENTS = frozenset({"created", "modified", "moved", "deleted"})
@@ -353,8 +352,8 @@ class Watcher:
             self.observer.stop()
             if self.observer.is_alive():
                 self.observer.join(timeout=1.0)
-        if not promotion.keep_rendered():
-            promotion.purge_rendered(self.root)
+        if not sessions.current().keep:
+            staging.purge_rendered(self.root)
 
 
 # --- the doit command -------------------------------------------------------------------------
@@ -411,8 +410,13 @@ class Watch(DoitCmdBase):
         # The graph runs once per rebuild with its own dependency manager: release ours (dbm locks).
         self.dep_manager.close()
         root = Path.cwd()  # doit has moved to the dodo.py folder: the repository
-        if doit_cmd._CMDLINE_VARS is None:  # used through the API rather than DoitMain
-            doit_cmd.reset_vars()
+        # doit's variables are set up by DoitMain; through the API they may not be: start them
+        # afresh, carrying over the two the graph reads.
+        given = {name: doit_cmd.get_var(name, None) for name in ("keep", "stage")}
+        doit_cmd.reset_vars()
+        for name, value in given.items():
+            if value is not None:
+                doit_cmd.set_var(name, value)
         if stage:
             doit_cmd.set_var("stage", "1")
         elif doit_cmd.get_var("stage", None) is None:
@@ -440,13 +444,10 @@ class Watch(DoitCmdBase):
 
     def _run_graph(self, root: Path, loader: Any, run_args: list[str]) -> int:
         """Run the graph once, as `doit` would, with fresh inventory, ledger and file caches."""
-        from pipeline import tasks  # the graph's module-level caches
-
-        tasks.reset_caches()
-        run = Run(task_loader=loader, config=self.config, bin_name=self.bin_name)
-        # The repository's promotion lock, held for the rebuild only (a `doit` in another terminal
-        # waits for it, and the watcher waits for that one), taken before doit opens its database.
-        runlock.acquire(root)
+        # Each rebuild goes through the run entry: a new session, and the repository's promotion lock
+        # held for the rebuild only (a `doit` in another terminal waits for it, and the watcher waits
+        # for that one), taken before doit opens its database.
+        run = PromotionRun(task_loader=loader, config=self.config, bin_name=self.bin_name)
         try:
             return run.parse_execute(run_args)
         except (CmdParseError, InvalidDodoFile, InvalidCommand, InvalidTask) as error:
@@ -455,5 +456,3 @@ class Watch(DoitCmdBase):
             except PipelineError as broken:
                 raise broken from None  # why the task is missing: the inventory does not load
             raise PipelineError(" ".join(str(error).split())) from None
-        finally:
-            runlock.release(root)

@@ -16,7 +16,7 @@ import pyrage
 import pytest
 
 from pipeline.guard import scan as guard
-from pipeline.promote.render import intent_inputs
+from pipeline.promote.intent import intent_inputs
 from pipeline.state.ledger import canonical, load_ledger, sha256_bytes, sha256_file
 from pipeline.talos.inventory import load_inventory
 from tests.conftest import Repo

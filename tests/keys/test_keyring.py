@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from pipeline.errors import PipelineError
-from pipeline.keys import keyring
+from pipeline.keys import recipients, rewrite, rotate
+from pipeline.sops import config as sops_config
 from pipeline.sops.config import GENERATED_HEADER
 from pipeline.state.ledger import Ledger, canonical, load_ledger, sha256_bytes, sha256_file
 from pipeline.talos.inventory import load_inventory
@@ -118,10 +119,10 @@ def test_three_recipients_each_alone_decrypts_after_rekey(promoted: Repo, tmp_pa
     documents = decrypt_all(promoted)
     set_recipients(promoted, [("operator", operator_pub), ("backup", backup_pub), ("ci", ci_pub)])
 
-    assert keyring.sops_config_outdated(load_inventory(promoted.path))
+    assert sops_config.sops_config_outdated(load_inventory(promoted.path))
     result = promoted.doit("rekey")
     assert result.returncode == 0, output(result)
-    assert not keyring.sops_config_outdated(load_inventory(promoted.path))
+    assert not sops_config.sops_config_outdated(load_inventory(promoted.path))
     config = (promoted.path / ".sops.yaml").read_text()
     assert config.startswith(GENERATED_HEADER)
     assert all(key in config for key in (operator_pub, backup_pub, ci_pub))
@@ -299,15 +300,15 @@ def test_carry_forward_moves_node_and_base_digests_and_launders_nothing() -> Non
         },
         bases={"params": "sha256:p", "encrypted/controlplane.encrypted.yaml": base_old},
     )
-    keyring.carry_forward(record, "encrypted/controlplane.encrypted.yaml", base_old, base_new)
+    rewrite.carry_forward(record, "encrypted/controlplane.encrypted.yaml", base_old, base_new)
     cp1 = record.nodes["cp1"]
     assert f"base {base_new}" in cp1["inputs"]
     assert cp1["intent"] == sha256_bytes(canonical(cp1["inputs"]))
     assert record.nodes["cp2"]["inputs"] == stale_inputs  # built from another base: still stale
     assert record.bases == {"params": "sha256:p", "encrypted/controlplane.encrypted.yaml": base_new}
 
-    keyring.carry_forward(record, "encrypted/c-cp1.encrypted.yaml", "sha256:1", "sha256:9")
-    keyring.carry_forward(record, "encrypted/c-cp2.encrypted.yaml", "sha256:other", "sha256:8")
+    rewrite.carry_forward(record, "encrypted/c-cp1.encrypted.yaml", "sha256:1", "sha256:9")
+    rewrite.carry_forward(record, "encrypted/c-cp2.encrypted.yaml", "sha256:other", "sha256:8")
     assert record.nodes["cp1"]["artefact_sha256"] == "sha256:9"
     assert record.nodes["cp2"]["artefact_sha256"] == "sha256:2"  # the ledger did not know that file
 
@@ -353,22 +354,22 @@ def test_rotate_resumes_and_skips_what_it_already_rotated(promoted: Repo, monkey
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        keyring.rotate(inventory, after_each=interrupt)
+        rotate.rotate(inventory, after_each=interrupt)
     assert decrypt_all(promoted) == documents
     record = load_ledger(promoted.path)
-    assert keyring.open_rotation(record) is not None
+    assert rotate.open_rotation(record) is not None
 
-    report = keyring.rotate(inventory)
+    report = rotate.rotate(inventory)
     assert report.rotation == 1
     assert report.resumed == done
     assert sorted(report.rotated + report.resumed) == encrypted_paths(promoted)
     after = promoted.artefacts()
     assert all(after[path] != before[path] for path in encrypted_paths(promoted))
     assert decrypt_all(promoted) == documents
-    assert keyring.open_rotation(load_ledger(promoted.path)) is None
+    assert rotate.open_rotation(load_ledger(promoted.path)) is None
     assert_noop(promoted)
 
-    assert keyring.rotate(inventory).rotation == 2  # the next rotation is a new one
+    assert rotate.rotate(inventory).rotation == 2  # the next rotation is a new one
 
 
 def test_sigkill_during_rotate_then_rerun_leaves_every_artefact_readable(promoted: Repo, tmp_path: Path) -> None:
@@ -443,4 +444,4 @@ def test_keygen_function_refuses_symlinks(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(tmp_path / "nowhere")
     for name in ("real", "link"):
         with pytest.raises(PipelineError, match="refusing to overwrite"):
-            keyring.keygen(str(tmp_path / name), tmp_path / "repo")
+            recipients.keygen(str(tmp_path / name), tmp_path / "repo")

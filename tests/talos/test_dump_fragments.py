@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from pipeline.errors import PipelineError
 from pipeline.promote.bootstrap import cluster_params
-from pipeline.promote.render import load_node_patches
+from pipeline.promote.intent import load_node_patches
 from pipeline.talos import baseconfig
 from pipeline.talos.baseconfig import (
     _FRAGMENTS,

@@ -1,0 +1,185 @@
+"""Intent: what a node's rendered config depends on, as named digests, and whether its artefact is current.
+
+Patches count as parsed, templated documents (a comment-only edit changes nothing); the ledger
+records the digests, so a fresh clone or CI without a key can tell which nodes are current.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PipelineError
+from pipeline.layout import base_artefact, node_artefact
+from pipeline.state.ledger import Ledger, canonical, file_identity, sha256_bytes, sha256_file
+from pipeline.talos.inventory import Inventory, Node
+from pipeline.talos.patching import Patch, load_patch
+from pipeline.talos.templating import render_template
+
+# Bump when rendering changes meaning in a way the code digest below would not catch.
+RENDER_FORMAT = 2  # 2: the package layout (code digest over talos/ and promote/render.py)
+
+
+_RENDERING_CODE = ("talos/patching.py", "promote/render.py", "talos/templating.py", "talos/validation.py")
+
+
+@cache
+def code_digest() -> str:
+    """Digest of the pipeline's own rendering code: a change to it is a change of every node's input."""
+    digest = hashlib.sha256(f"format {RENDER_FORMAT}".encode())
+    here = Path(__file__).resolve().parent.parent
+    for name in _RENDERING_CODE:
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=8192)
+def _parse_patch(text: str, source: str) -> Patch:
+    # Keyed by the templated text: an untemplated shared patch is parsed once for the whole fleet.
+    return load_patch(text, source)
+
+
+def _patch_texts(inventory: Inventory, node: Node) -> list[tuple[str, str, str]]:
+    """``node``'s patch files as (source, file text, templated text), in order."""
+    context = inventory.template_context(node)
+    out = []
+    for source in inventory.patches_for(node):
+        text = _read_patch(inventory.root / source, source)
+        out.append((source, text, render_template(text, source, context)))
+    return out
+
+
+def templated_patches(inventory: Inventory, node: Node) -> list[tuple[str, str]]:
+    """``node``'s patch files as (source, templated text), in order."""
+    return [(source, templated) for source, _text, templated in _patch_texts(inventory, node)]
+
+
+def load_node_patches(inventory: Inventory, node: Node) -> list[Patch]:
+    """Template and parse ``node``'s patches, in order; errors name the patch file and line."""
+    return [_parse_patch(text, source) for source, text in templated_patches(inventory, node)]
+
+
+@lru_cache(maxsize=1024)
+def _read_cached(path: str, inode: int, mtime_ns: int, size: int) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+@lru_cache(maxsize=16)
+def _digest_cached(path: str, inode: int, mtime_ns: int, size: int) -> str | None:
+    return sha256_file(Path(path))
+
+
+def _base_digest(inventory: Inventory, role: str) -> str | None:
+    # Every node of a role names the same base: hash it once per run, not once per node.
+    path = inventory.root / base_artefact(role)
+    identity = file_identity(path)
+    return None if identity is None else _digest_cached(str(path), *identity)
+
+
+def forget_file_cache() -> None:
+    """Drop cached patch texts and base digests (keyed by mtime: a save within one clock tick must not be missed)."""
+    _read_cached.cache_clear()
+    _digest_cached.cache_clear()
+
+
+def _read_patch(path: Path, source: str) -> str:
+    identity = file_identity(path)
+    try:
+        if identity is None:
+            raise FileNotFoundError(path)
+        return _read_cached(str(path), *identity)
+    except FileNotFoundError:  # missing, or deleted since the stat
+        raise PipelineError("patch file does not exist", path=source) from None
+    except UnicodeDecodeError:
+        raise PipelineError("patch file is not UTF-8 text", path=source) from None
+
+
+def intent_inputs(inventory: Inventory, node: Node, patches: list[Patch] | None = None) -> list[str]:
+    """Named digests of everything ``node``'s rendered config depends on, in order.
+
+    Patches count as parsed, templated documents, so a comment-only edit changes nothing here.
+    """
+    if patches is None:
+        patches = load_node_patches(inventory, node)
+    inputs = _head_inputs(inventory, node)
+    inputs.extend(f"{patch.source} {sha256_bytes(canonical([patch.kind, list(patch.content)]))}" for patch in patches)
+    return inputs
+
+
+def _head_inputs(inventory: Inventory, node: Node) -> list[str]:
+    # "name digest" strings: one line each in the ledger, so its diffs stay readable.
+    renderer = "" if inventory.renderer == "builtin" else f" renderer={inventory.renderer}"
+    return [
+        f"node {inventory.cluster.name}/{node.name}/{node.role}{renderer}",
+        f"code sha256:{code_digest()}",
+        f"base {_base_digest(inventory, node.role) or 'missing'}",
+    ]
+
+
+def source_digest(inventory: Inventory, node: Node, texts: list[tuple[str, str]] | None = None,
+                  head: list[str] | None = None) -> str:
+    """Digest of what ``node``'s intent is computed from, before templating and parsing.
+
+    Equal digests mean equal intent (templating and parsing are deterministic and the code is
+    in ``head``), so a caller that remembers which intent these sources gave can skip both.
+    ``texts``: (source, file text) of the patches, as read for the render this digest describes.
+    """
+    if texts is None:
+        texts = [(source, _read_patch(inventory.root / source, source)) for source in inventory.patches_for(node)]
+    head = _head_inputs(inventory, node) if head is None else head
+    return sha256_bytes(canonical(["sources v1", head, inventory.template_context(node), texts]))
+
+
+def intent_digest(inventory: Inventory, node: Node, patches: list[Patch] | None = None) -> str:
+    """One digest of :func:`intent_inputs` (order included): what the ledger compares."""
+    return sha256_bytes(canonical(intent_inputs(inventory, node, patches)))
+
+
+def is_current(inventory: Inventory, record: Ledger, node: Node,
+               last_render: Mapping[str, Any] | None = None) -> bool:
+    """Whether ``node``'s artefact is what its intent renders today, judged from the ledger alone.
+
+    No decryption and no doit database: this is what makes a fresh clone a no-op.
+    Bad input counts as "not current" so that the task runs and reports it.
+    ``last_render``: what :func:`render_values` returned the last time this node was rendered
+    here (doit keeps it): when the node's sources are still those, their intent is known without
+    templating and parsing the patches again.
+    """
+    entry = record.nodes.get(node.name)
+    if not entry or entry.get("artefact") != node_artefact(inventory, node):
+        return False
+    try:
+        known = (bool(last_render) and last_render.get("intent") == entry.get("intent")
+                 and last_render.get("source") == source_digest(inventory, node))
+        if not known and entry.get("intent") != intent_digest(inventory, node):
+            return False
+    except PipelineError:
+        return False
+    return sha256_file(inventory.root / node_artefact(inventory, node)) == entry.get("artefact_sha256")
+
+
+def _named(inputs: Any) -> dict[str, str]:
+    # Tolerant: a hand-resolved or older ledger must never crash a promotion.
+    if not isinstance(inputs, list):
+        return {}
+    return dict(item.rsplit(" ", 1) for item in inputs if isinstance(item, str) and " " in item)
+
+
+def describe_trigger(entry: dict[str, Any], inputs: list[str], artefact_known: bool) -> str:
+    """Why a node was redone, in the user's terms: which intent file changed, new, base changed."""
+    if not entry:
+        return "new"
+    before = _named(entry.get("inputs"))
+    now = _named(inputs)
+    if not before:
+        return "first promotion recorded"
+    changed = [name for name in now if before.get(name) != now[name]]
+    changed += [f"{name} removed" for name in before if name not in now]
+    labels = {"base": "base config changed", "code": "pipeline code changed", "node": "inventory entry changed"}
+    if changed:
+        return ", ".join(labels.get(name, f"{name} changed") for name in changed)
+    return "intent unchanged" if artefact_known else "artefact changed outside the pipeline"

@@ -1,0 +1,60 @@
+"""The versioned-state stage: git add what changed, drop removed nodes' artefacts, purge plaintext."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+
+from pipeline.layout import ENCRYPTED_DIR, RENDERED_DIR
+from pipeline.state import git, ledger
+from pipeline.state.ledger import LEDGER_FILE
+from pipeline.talos.inventory import Inventory
+
+
+def prune_removed_nodes(inventory: Inventory) -> list[str]:
+    """Delete the artefacts (and ledger entries) of nodes no longer in the inventory."""
+    root = inventory.root
+    removed: list[str] = []
+    record = ledger.load_ledger(root)
+    gone = [name for name in record.nodes if name not in inventory.nodes]
+    if not gone:
+        return removed
+    with ledger.updating(root) as record:
+        for name in gone:
+            entry = record.nodes.pop(name, None) or {}
+            artefact = entry.get("artefact")
+            if artefact and artefact.startswith(f"{ENCRYPTED_DIR}/") and (root / artefact).is_file():
+                (root / artefact).unlink()
+                removed.append(artefact)
+    return removed
+
+
+def stage(inventory: Inventory) -> list[str] | None:
+    """`git add` the artefacts that changed, and the ledger; None when not in a git repository."""
+    root = inventory.root
+    if not git.is_repository(root):
+        return None
+    changed = [
+        path for path in git.changed_paths(root, f"{ENCRYPTED_DIR}/")
+        if path == LEDGER_FILE or (path.startswith(f"{ENCRYPTED_DIR}/") and path.endswith(".encrypted.yaml"))
+    ]
+    git.stage(root, changed)
+    return changed
+
+
+
+
+def purge_rendered(root: Path, names: list[str] | None = None) -> None:
+    """Remove plaintext under rendered/: the given stems, or everything (and the folder)."""
+    folder = root / RENDERED_DIR
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    if names is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for stem in names:
+        for path in (folder / f"{stem}.yaml", folder / f".{stem}.intent"):
+            path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # only when empty
