@@ -14,6 +14,7 @@ from pipeline.promote import stage as staging
 from pipeline.talos.inventory import Inventory, load_inventory
 from pipeline.wiring import session as sessions
 from pipeline.wiring.action import Lines, TaskDict, action
+from pipeline.wiring.tasks import NO_ENTRY
 
 
 def _root() -> Path:
@@ -23,6 +24,8 @@ def _root() -> Path:
 
 def _writer_inventory() -> Inventory:
     """The inventory, for a task that rewrites artefacts (the run entry holds the run lock for it)."""
+    if not sessions.current().entered:
+        raise NO_ENTRY
     return load_inventory(_root())
 
 
