@@ -6,26 +6,44 @@ import contextlib
 import shutil
 from pathlib import Path
 
-from pipeline.layout import ENCRYPTED_DIR, RENDERED_DIR
+from pipeline.layout import (
+    ENCRYPTED_DIR,
+    RENDERED_DIR,
+    SECRETS_ARTEFACT,
+    TALOSCONFIG_ARTEFACT,
+    base_artefact,
+    node_artefact,
+)
 from pipeline.state import git, ledger
 from pipeline.state.ledger import LEDGER_FILE
-from pipeline.talos.inventory import Inventory
+from pipeline.talos.inventory import ROLES, Inventory
 
 
 def prune_removed_nodes(inventory: Inventory) -> list[str]:
-    """Delete the artefacts (and ledger entries) of nodes no longer in the inventory."""
+    """Delete the artefacts (and ledger entries) of nodes no longer in the inventory.
+
+    The ledger is committed data, so the path it names is trusted only as far as
+    :func:`ledger.confined_artefact` allows: a regular file with an artefact's name directly inside
+    the repository's own encrypted/ (no `..`, no symlink, no other folder). A base config, the
+    bundle or talosconfig is never a removed node's artefact, whatever the ledger says.
+    """
     root = inventory.root
     removed: list[str] = []
     record = ledger.load_ledger(root)
     gone = [name for name in record.nodes if name not in inventory.nodes]
     if not gone:
         return removed
+    protected = {SECRETS_ARTEFACT, TALOSCONFIG_ARTEFACT, *(base_artefact(role) for role in ROLES),
+                  *(node_artefact(inventory, node) for node in inventory.nodes.values())}
     with ledger.updating(root) as record:
         for name in gone:
             entry = record.nodes.pop(name, None) or {}
             artefact = entry.get("artefact")
-            if artefact and artefact.startswith(f"{ENCRYPTED_DIR}/") and (root / artefact).is_file():
-                (root / artefact).unlink()
+            if artefact in protected:
+                continue
+            path = ledger.confined_artefact(root, artefact)
+            if path is not None:
+                path.unlink()
                 removed.append(artefact)
     return removed
 
