@@ -55,7 +55,8 @@ def stage(inventory: Inventory) -> list[str] | None:
         return None
     changed = [
         path for path in git.changed_paths(root, f"{ENCRYPTED_DIR}/")
-        if path == LEDGER_FILE or (path.startswith(f"{ENCRYPTED_DIR}/") and path.endswith(".encrypted.yaml"))
+        # git output is data: only the ledger and artefact names directly inside encrypted/ are staged.
+        if path == LEDGER_FILE or ledger.is_artefact_path(path)
     ]
     git.stage(root, changed)
     return changed

@@ -60,20 +60,25 @@ def task_bootstrap() -> TaskDict:
     if isinstance(inventory, dict):
         return inventory
 
-    def run() -> dict[str, Any]:
-        report = bootstrap_stage.bootstrap(inventory)
+    def run(new_cluster: bool = False) -> dict[str, Any]:
+        report = bootstrap_stage.bootstrap(inventory, new_cluster=new_cluster)
         sessions.current().forget_parsed()  # base digests just changed
         lines = [f"bootstrap: made {path}" + (" (review it, then commit it)" if path == ".sops.yaml" else "")
                  for path in report.made]
         return {"lines": lines}
 
-    def up_to_date() -> bool:
+    def up_to_date(task: Any, values: dict[str, Any]) -> bool:
+        if (task.options or {}).get("new_cluster"):
+            return False  # asked for explicitly: the action says yes or why not
         try:
             return not bootstrap_stage.missing(inventory)
         except PipelineError:
             return False
 
-    return {"actions": [action(run, writes=True)], "uptodate": [up_to_date], "doc": doc, "verbosity": 2}
+    return {"actions": [action(run, writes=True)], "uptodate": [up_to_date], "doc": doc, "verbosity": 2,
+            # The one way to a new secrets bundle (a new cluster identity); never implied by a missing file.
+            "params": [{"name": "new_cluster", "long": "new-cluster", "type": bool, "default": False,
+                        "help": "generate a NEW cluster identity (secrets bundle, base configs) where none is"}]}
 
 
 def task_preflight() -> TaskDict:
