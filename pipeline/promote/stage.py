@@ -15,6 +15,7 @@ from pipeline.layout import (
     node_artefact,
 )
 from pipeline.state import git, ledger
+from pipeline.state.journal import JOURNAL_PREFIX as _JOURNAL_PREFIX
 from pipeline.state.ledger import LEDGER_FILE
 from pipeline.talos.inventory import ROLES, Inventory
 
@@ -62,6 +63,27 @@ def stage(inventory: Inventory) -> list[str] | None:
     return changed
 
 
+
+
+def purge_plaintext(root: Path) -> None:
+    """Remove every file under rendered/ except the ledger journals (digests only, merged by the next run).
+
+    For a run stopped by a signal: a journal may be locked by the very thread the signal
+    interrupted, so it is left for the next run to merge rather than merged here.
+    """
+    folder = root / RENDERED_DIR
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for path in folder.iterdir():
+        if path.name.startswith(_JOURNAL_PREFIX) and path.is_file() and not path.is_symlink():
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # only when empty
 
 
 def purge_rendered(root: Path, names: list[str] | None = None) -> None:

@@ -24,7 +24,8 @@ from pipeline.state.ledger import sha256_file
 # skipped); and an artefact the ledger does not know is decrypted and compared, never re-encrypted
 # blindly. Appends and the merge hold the journal's flock; the merge unlinks a journal it has read,
 # and a writer that finds its journal unlinked opens a new one, so no entry is lost in between.
-_JOURNAL_PREFIX = ".ledger-journal."
+JOURNAL_PREFIX = ".ledger-journal."
+_JOURNAL_PREFIX = JOURNAL_PREFIX
 
 
 _journal: dict[str, tuple[int, int]] = {}  # repo root -> (pid, fd) of this process's journal
