@@ -59,6 +59,19 @@ def start(root: Path, task_args: list[str], plain: bool) -> sessions.Session:
     return session
 
 
+def finish(root: Path, session: sessions.Session) -> None:
+    """After every task and worker of a writing run is done, failed or not: merge journals, purge plaintext.
+
+    Here rather than in doit teardowns, which under `-n N` run when one worker runs out of work,
+    while others may still read the plaintext they would remove.
+    """
+    with contextlib.suppress(PipelineError, OSError):
+        journal.flush_ledger(root)
+    if not session.keep:
+        with contextlib.suppress(OSError):
+            staging.purge_rendered(root)
+
+
 # --- signals ---------------------------------------------------------------------------------
 #
 # SIGINT (Ctrl-C) and SIGTERM stop a run with one line and the shell's status for a death by that
@@ -153,8 +166,11 @@ class PromotionRun(Run):
                 return super().execute(params, args)
             try:
                 with runlock.holding(root):
-                    start(root, args, self._plain)
-                    return super().execute(params, args)
+                    session = start(root, args, self._plain)
+                    try:
+                        return super().execute(params, args)
+                    finally:
+                        finish(root, session)
             except PipelineError as error:  # another promotion holds the lock: one line, nothing changed
                 print(str(error), file=sys.stderr, flush=True)
                 return 1
