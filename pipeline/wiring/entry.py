@@ -18,6 +18,8 @@ import contextlib
 import os
 import signal
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -30,6 +32,7 @@ from pipeline.sops import identities
 from pipeline.state import journal, stamp
 from pipeline.state import lock as runlock
 from pipeline.wiring import session as sessions
+from pipeline.wiring.action import os_error_line
 from pipeline.wiring.session import get_var_or_none
 
 # Tasks that change the repository's state (artefacts, ledger, index, .sops.yaml). Any other task
@@ -57,6 +60,21 @@ def start(root: Path, task_args: list[str], plain: bool) -> sessions.Session:
         if plain:
             session.quiet = stamp.unchanged(root)
     return session
+
+
+@contextlib.contextmanager
+def _scratch_database(root: Path, params: Any) -> Iterator[None]:
+    """For a read-only run in a checkout it cannot write (a CI cache, a mounted backup): doit's
+    database goes to a temporary folder instead of failing on `.doit.db` with a traceback.
+
+    Read-only tasks keep nothing in it worth keeping; a writable checkout keeps its own database.
+    """
+    if os.access(root, os.W_OK):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="talos-promote-db-") as scratch:
+        params["dep_file"] = str(Path(scratch) / ".doit.db")
+        yield
 
 
 def finish(root: Path, session: sessions.Session) -> None:
@@ -163,7 +181,8 @@ class PromotionRun(Run):
         try:
             if not stop.writes:
                 sessions.begin(root, writes=False)
-                return super().execute(params, args)
+                with _scratch_database(root, params):
+                    return super().execute(params, args)
             try:
                 with runlock.holding(root):
                     session = start(root, args, self._plain)
@@ -173,6 +192,9 @@ class PromotionRun(Run):
                         finish(root, session)
             except PipelineError as error:  # another promotion holds the lock: one line, nothing changed
                 print(str(error), file=sys.stderr, flush=True)
+                return 1
+            except OSError as error:  # a read-only checkout, a full disk: before any task ran
+                print(f"cannot write in this repository: {os_error_line(error, root)}", file=sys.stderr, flush=True)
                 return 1
         finally:
             stop.uninstall()

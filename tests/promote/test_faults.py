@@ -6,6 +6,7 @@ binary and real age keys; each failed on the code before the fix.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -401,3 +402,109 @@ def test_one_failing_node_never_fails_a_healthy_one(promoted: Repo, pool: str) -
     _edit(promoted.path / "patches" / "w3.yaml", "hostname: {{ vars.missing }}", "hostname: {{ node.name }}")
     assert promoted.doit("-n", "4", "-P", pool).returncode == 0
     assert promoted.doit("check").returncode == 0
+
+
+# --- read-only checkouts and full disks (real mounts: root only) ---------------------------------
+
+
+def _mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, capture_output=True, text=True)
+
+
+@pytest.fixture
+def read_only(promoted: Repo, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The promoted repo, seen through a read-only bind mount (root ignores file modes, not a ro mount)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root and mount(8) for a read-only bind mount (chmod does not stop root)")
+    view = tmp_path / "ro"
+    view.mkdir()
+    try:
+        _mount("--bind", str(promoted.path), str(view))
+    except subprocess.CalledProcessError as error:
+        pytest.skip(f"bind mounts are not allowed here: {error.stderr.strip()}")
+    try:
+        _mount("-o", "remount,bind,ro", str(view))
+        yield Repo(view, promoted.home, dict(promoted.env))
+    finally:
+        subprocess.run(["umount", str(view)], check=False)
+
+
+@pytest.mark.parametrize("command", [("check",), ("plan",), ("verify",), ("graph", "--out", "OUT"),
+                                     ("drill", "--key", "KEY"), ("list",)])
+def test_read_only_tasks_work_in_a_read_only_checkout(read_only: Repo, tmp_path: Path,
+                                                      command: tuple[str, ...]) -> None:
+    key = read_only.home / ".config" / "sops" / "age" / "keys.txt"
+    args = [str(tmp_path / "graph.dot") if arg == "OUT" else str(key) if arg == "KEY" else arg for arg in command]
+    with pytest.raises(OSError):
+        (read_only.path / "probe").write_text("x")  # really read-only, even for root
+    result = read_only.doit(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    if command[0] == "graph":
+        assert (tmp_path / "graph.dot").is_file()
+
+
+@pytest.mark.parametrize("command", [(), ("rotate",), ("bootstrap",), ("render:cp1",)])
+def test_writing_tasks_are_one_line_in_a_read_only_checkout(read_only: Repo, command: tuple[str, ...]) -> None:
+    one_line_failure(read_only.doit(*command), "Read-only file system")
+
+
+FULL_DISK_FREE = [0, 2048, 6000, 12000, 20000, 40000]
+
+
+@pytest.fixture
+def small_disk(promoted: Repo, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The promoted repo (and the sops log) moved onto a 24 MiB tmpfs: a real file system that fills up."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root and mount(8) for a size-limited tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    try:
+        _mount("-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk))
+    except subprocess.CalledProcessError as error:
+        pytest.skip(f"tmpfs mounts are not allowed here: {error.stderr.strip()}")
+    try:
+        shutil.copytree(promoted.path, disk / "repo", symlinks=True)
+        yield Repo(disk / "repo", promoted.home, dict(promoted.env))
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def _fill(folder: Path, leave: int) -> Path:
+    """Fill the file system of ``folder`` until ``leave`` bytes are free (as far as blocks allow)."""
+    filler = folder / "filler"
+    with open(filler, "wb") as handle:
+        free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+        chunk = b"\0" * (1 << 20)
+        while free - leave > len(chunk):
+            handle.write(chunk)
+            free -= len(chunk)
+        with contextlib.suppress(OSError):
+            handle.write(b"\0" * max(free - leave, 0))
+        handle.flush()
+    return filler
+
+
+@pytest.mark.parametrize("leave", FULL_DISK_FREE)
+def test_a_full_disk_never_truncates_an_artefact(small_disk: Repo, leave: int) -> None:
+    repo = small_disk
+    before = repo.artefacts()
+    _change_every_node(repo)
+    filler = _fill(repo.path.parent, leave)
+    result = repo.doit()
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    # Whatever the run managed: every artefact is the old one or a whole new one; none is cut short.
+    after = repo.artefacts()
+    assert set(after) == set(before)
+    for path, data in after.items():
+        if data != before[path] and path.endswith(".encrypted.yaml"):
+            assert decrypts(repo, path), path
+    assert not list((repo.path / "encrypted").glob(".*.tmp"))
+    if result.returncode != 0:
+        assert result.returncode == 1 and "No space left on device" in output, output
+    # With room again, the same run finishes and the repository is current.
+    filler.unlink()
+    again = repo.doit()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert repo.doit("check").returncode == 0
