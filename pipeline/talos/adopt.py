@@ -33,36 +33,22 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
-import yaml
-
 from pipeline.errors import PipelineError
+from pipeline.talos.secrets_bundle import load_certificate, validate_bundle
 
 __all__ = [
     "bundle_from_controlplane_config",
+    "check_base_config",
     "check_same_cluster",
-    "talosconfig_from_bundle",
-    "validate_bundle",
+    "check_talosconfig",
 ]
 
-_SECTIONS = ("cluster", "secrets", "trustdinfo", "certs")
-_CA_NAMES = ("etcd", "k8s", "k8saggregator", "os")
-_CERT_NAMES = ("etcd", "k8s", "k8saggregator", "k8sserviceaccount", "os")
-_SECRET_FIELDS = ("bootstraptoken", "aescbcencryptionsecret", "secretboxencryptionsecret")
 # Documents that newer Talos releases use instead of the v1alpha1 fields read here.
 _NEWER_KINDS = ("DiscoveryIdentityConfig", "KubeAPIServerCAConfig", "KubeAggregatorCAConfig",
                 "KubeServiceAccountConfig", "KubeEtcdEncryptionConfig")
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\s*(.*?)-----END \1-----", re.DOTALL)
-
-
-# --- validation -------------------------------------------------------------------------------
-
-
-def _bundle_error(source: str, message: str) -> PipelineError:
-    return PipelineError(f"secrets bundle: {message} (expected the structure of `talosctl gen secrets`)",
-                         path=source)
 
 
 def _pem_of(value: str) -> bytes | None:
@@ -72,63 +58,6 @@ def _pem_of(value: str) -> bytes | None:
     except (binascii.Error, UnicodeEncodeError, ValueError):
         return None
     return pem if _PEM_BLOCK.search(pem) else None
-
-
-def validate_bundle(data: Any, source: str) -> None:
-    """Check that ``data`` has the structure of a `talosctl gen secrets` bundle.
-
-    Sections cluster, secrets, trustdinfo and certs with every field present and a non-empty
-    string, exactly one etcd encryption secret, and every ``crt``/``key`` base64 of a PEM
-    document. Raises a one-line PipelineError naming ``source`` and the first missing or
-    malformed field (never its value). Cryptographic checks (a key matching its certificate)
-    are ``pipeline.talos.secrets_bundle.validate_bundle``'s.
-    """
-    if not isinstance(data, dict):
-        raise _bundle_error(source, "not a mapping with cluster, secrets, trustdinfo and certs")
-    for key in data:
-        if key not in _SECTIONS:
-            raise _bundle_error(source, f"unknown field {key}")
-
-    def section(parent: dict, name: str, allowed: tuple[str, ...], path: str) -> dict:
-        value = parent.get(name)
-        if value is None:
-            raise _bundle_error(source, f"{path} is missing")
-        if not isinstance(value, dict):
-            raise _bundle_error(source, f"{path} must be a mapping")
-        for key in value:
-            if key not in allowed:
-                raise _bundle_error(source, f"unknown field {path}.{key}")
-        return value
-
-    def string(parent: dict, name: str, path: str) -> str:
-        value = parent.get(name)
-        if value is None or value == "":
-            raise _bundle_error(source, f"{path} is missing")
-        if not isinstance(value, str):
-            raise _bundle_error(source, f"{path} must be a string")
-        return value
-
-    cluster = section(data, "cluster", ("id", "secret"), "cluster")
-    string(cluster, "id", "cluster.id")
-    string(cluster, "secret", "cluster.secret")
-    secrets = section(data, "secrets", _SECRET_FIELDS, "secrets")
-    string(secrets, "bootstraptoken", "secrets.bootstraptoken")
-    present = [name for name in _SECRET_FIELDS[1:] if secrets.get(name)]
-    if not present:
-        raise _bundle_error(source, "secrets.secretboxencryptionsecret is missing")
-    if len(present) > 1:
-        raise _bundle_error(source, "secrets has both secretboxencryptionsecret and aescbcencryptionsecret")
-    string(secrets, present[0], f"secrets.{present[0]}")
-    trustd = section(data, "trustdinfo", ("token",), "trustdinfo")
-    string(trustd, "token", "trustdinfo.token")
-    certs = section(data, "certs", _CERT_NAMES, "certs")
-    for name in _CERT_NAMES:
-        fields = ("key",) if name == "k8sserviceaccount" else ("crt", "key")
-        pair = section(certs, name, fields, f"certs.{name}")
-        for field in fields:
-            path = f"certs.{name}.{field}"
-            if _pem_of(string(pair, field, path)) is None:
-                raise _bundle_error(source, f"{path} is not base64 of a PEM document")
 
 
 # --- extraction -------------------------------------------------------------------------------
@@ -172,7 +101,8 @@ def bundle_from_controlplane_config(docs: list[Any], source: str = "<controlplan
     """The secrets bundle held by a control-plane machine config (its parsed YAML documents).
 
     Field for field what `talosctl gen secrets --from-controlplane-config` writes (see the module
-    docstring), then checked with ``validate_bundle``. A worker config (no CA keys) is refused.
+    docstring), then checked with ``secrets_bundle.validate_bundle`` (every key
+    belongs to its certificate). A worker config (no CA keys) is refused.
     """
     config = _v1alpha1(docs, source)
     machine = _mapping(config.get("machine"), "machine", source)
@@ -284,28 +214,51 @@ def check_same_cluster(bundle: Mapping[str, Any], configs: Mapping[str, list[Any
     return problems
 
 
-# --- talosconfig -------------------------------------------------------------------------------
 
 
-def talosconfig_from_bundle(bundle: dict, cluster_name: str, endpoints: list[str],
-                            nodes: list[str] | None = None, now: datetime | None = None) -> str:
-    """YAML text of a talosctl client config for ``bundle``'s cluster.
+# --- base configs and talosconfig of the same cluster -------------------------------------------
 
-    One context named ``cluster_name`` with ``endpoints`` (and ``nodes`` when given), ``ca`` =
-    the bundle's OS CA certificate and a fresh admin client certificate (O=os:admin, Ed25519,
-    signed by the bundle's OS CA, valid one year from ``now``), as `talosctl gen config` makes.
+
+def check_base_config(docs: Any, role: str, source: str) -> list[str]:
+    """Why ``docs`` (a parsed machine config) is not a usable ``role`` base config: one line each, never a value."""
+    if not isinstance(docs, list):
+        return [f"{source}: not a machine config (YAML documents)"]
+    try:
+        config = _v1alpha1(docs, source)
+    except PipelineError as error:
+        return [str(error)]
+    kind = _get(config, ("machine", "type"))
+    if kind != role and not (role == "controlplane" and kind == "init"):
+        return [f"{source}: machine.type is {kind!r}, expected {role!r} (was it given as the other role?)"]
+    return []
+
+
+def check_talosconfig(data: Any, bundle: Mapping[str, Any], source: str) -> list[str]:
+    """Why a talosctl client config cannot talk to ``bundle``'s cluster: one line each, never a value.
+
+    Every context must trust the bundle's OS CA (``ca``) and hold a client certificate (``crt``)
+    signed by it.
     """
-    validate_bundle(bundle, "<secrets bundle>")
-    if not isinstance(cluster_name, str) or not cluster_name:
-        raise PipelineError("talosconfig: the cluster name must be a non-empty string")
-    if isinstance(endpoints, str) or not endpoints or not all(isinstance(e, str) and e for e in endpoints):
-        raise PipelineError("talosconfig: endpoints must be a non-empty list of addresses")
-    # The certificate itself is the existing generator's (cryptography is imported only here).
-    from pipeline.talos.secrets_bundle import issue_admin_certificate
-
-    crt, key = issue_admin_certificate(bundle, now=now)
-    context: dict[str, Any] = {"endpoints": list(endpoints)}
-    if nodes:
-        context["nodes"] = list(nodes)
-    context.update({"ca": bundle["certs"]["os"]["crt"], "crt": crt, "key": key})
-    return yaml.safe_dump({"context": cluster_name, "contexts": {cluster_name: context}}, sort_keys=False)
+    contexts = data.get("contexts") if isinstance(data, dict) else None
+    if not isinstance(contexts, dict) or not contexts:
+        return [f"{source}: not a talosconfig (no contexts)"]
+    os_ca_crt = str(_get(bundle, ("certs", "os", "crt")) or "")
+    ca_pem = _pem_of(os_ca_crt)
+    problems: list[str] = []
+    for name, context in contexts.items():
+        where = f"{source}: contexts.{name}"
+        if not isinstance(context, dict):
+            problems.append(f"{where}: not a mapping")
+            continue
+        ca = context.get("ca")
+        if not isinstance(ca, str) or not _same_value(ca, os_ca_crt):
+            problems.append(f"{where}.ca differs from certs.os.crt of the secrets bundle")
+        crt_pem = _pem_of(context["crt"]) if isinstance(context.get("crt"), str) else None
+        if crt_pem is None or ca_pem is None:
+            problems.append(f"{where}.crt is not base64 of a PEM certificate")
+            continue
+        try:
+            load_certificate(crt_pem).verify_directly_issued_by(load_certificate(ca_pem))
+        except Exception:  # cryptography raises ValueError, TypeError or InvalidSignature
+            problems.append(f"{where}.crt is not signed by certs.os of the secrets bundle")
+    return problems

@@ -8,19 +8,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from pipeline.errors import PipelineError
 from pipeline.talos.adopt import (
     bundle_from_controlplane_config,
+    check_base_config,
     check_same_cluster,
-    talosconfig_from_bundle,
-    validate_bundle,
+    check_talosconfig,
 )
-from pipeline.talos.baseconfig import ClusterParams, generate_base
-from pipeline.talos.secrets_bundle import generate_bundle
-from pipeline.talos.secrets_bundle import validate_bundle as deep_validate
+from pipeline.talos.baseconfig import ClusterParams, generate_base, generate_talosconfig
+from pipeline.talos.secrets_bundle import generate_bundle, validate_bundle
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "talos-fixtures"
 VERSIONS = ("v1.11", "v1.12", "v1.13")
@@ -59,7 +56,7 @@ def test_stability_fixture_bundle_is_read_field_by_field(version: str) -> None:
     assert bundle["certs"]["k8saggregator"] == config["cluster"]["aggregatorCA"]
     assert bundle["certs"]["k8sserviceaccount"] == {"key": config["cluster"]["serviceAccount"]["key"]}
     assert list(bundle) == ["cluster", "secrets", "trustdinfo", "certs"]
-    deep_validate(bundle, "fixture")  # keys belong to their certificates
+    validate_bundle(bundle, "fixture")  # keys belong to their certificates
 
 
 def test_stability_fixtures_share_one_bundle_that_differs_from_secrets_fixture() -> None:
@@ -101,7 +98,7 @@ def test_worker_config_is_refused() -> None:
 def test_config_without_a_field_names_it() -> None:
     docs = copy.deepcopy(stability("v1.12"))
     del docs[0]["cluster"]["aggregatorCA"]
-    with pytest.raises(PipelineError, match=r"certs\.k8saggregator\.crt is missing"):
+    with pytest.raises(PipelineError, match=r"certs\.k8saggregator\.key is missing"):
         bundle_from_controlplane_config(docs, "cp.yaml")
 
 
@@ -154,87 +151,40 @@ def test_same_pem_with_other_base64_wrapping_is_the_same(generated: dict) -> Non
     assert check_same_cluster(generated, {"cp.yaml": docs}) == []
 
 
-# --- validate_bundle ----------------------------------------------------------------------------
+# --- talosconfig and base configs of the same cluster --------------------------------------------
 
 
-def test_fixture_and_generated_bundles_validate(generated: dict) -> None:
-    validate_bundle(fixture_bundle(), "secrets.yaml")
-    validate_bundle(generated, "secrets.yaml")
+def talosconfig_for(bundle: dict) -> dict:
+    return generate_talosconfig(bundle, params(), ["10.0.0.2"])
 
 
-@pytest.mark.parametrize(("path", "named"), [
-    (("trustdinfo",), "trustdinfo is missing"),
-    (("cluster", "id"), "cluster.id is missing"),
-    (("secrets", "bootstraptoken"), "secrets.bootstraptoken is missing"),
-    (("secrets", "secretboxencryptionsecret"), "secrets.secretboxencryptionsecret is missing"),
-    (("certs", "os", "key"), "certs.os.key is missing"),
-    (("certs", "k8sserviceaccount"), "certs.k8sserviceaccount is missing"),
-])
-def test_missing_field_is_named(path: tuple[str, ...], named: str) -> None:
-    bundle = fixture_bundle()
-    parent = bundle
-    for key in path[:-1]:
-        parent = parent[key]
-    del parent[path[-1]]
-    with pytest.raises(PipelineError) as caught:
-        validate_bundle(bundle, "mine.yaml")
-    message = str(caught.value)
-    assert message.startswith("mine.yaml: secrets bundle: ") and named in message and "\n" not in message
+def test_talosconfig_of_the_bundle_passes_and_of_another_is_named(generated: dict) -> None:
+    assert check_talosconfig(talosconfig_for(fixture_bundle()), fixture_bundle(), "talosconfig") == []
+    other = talosconfig_for(generated)
+    lines = check_talosconfig(other, fixture_bundle(), "talosconfig")
+    assert lines == ["talosconfig: contexts.adopt.ca differs from certs.os.crt of the secrets bundle",
+                     "talosconfig: contexts.adopt.crt is not signed by certs.os of the secrets bundle"]
+    for value in (other["contexts"]["adopt"]["crt"], fixture_bundle()["certs"]["os"]["crt"]):
+        assert value not in "\n".join(lines)
 
 
-def test_not_a_bundle_is_refused() -> None:
-    with pytest.raises(PipelineError, match="not a mapping"):
-        validate_bundle(["x"], "f.yaml")
-    talosconfig = {"context": "c", "contexts": {}}
-    with pytest.raises(PipelineError, match="unknown field context"):
-        validate_bundle(talosconfig, "f.yaml")
+def test_talosconfig_with_the_right_ca_but_a_foreign_client_cert_is_refused(generated: dict) -> None:
+    mixed = talosconfig_for(fixture_bundle())
+    mixed["contexts"]["adopt"]["crt"] = talosconfig_for(generated)["contexts"]["adopt"]["crt"]
+    assert check_talosconfig(mixed, fixture_bundle(), "tc") == [
+        "tc: contexts.adopt.crt is not signed by certs.os of the secrets bundle"]
+    assert check_talosconfig({"context": "x"}, fixture_bundle(), "tc") == ["tc: not a talosconfig (no contexts)"]
 
 
-def test_malformed_certificate_is_named_without_its_value() -> None:
-    bundle = fixture_bundle()
-    bundle["certs"]["k8s"]["crt"] = "bm90IGEgcGVt"  # base64 of "not a pem"
-    with pytest.raises(PipelineError, match=r"certs\.k8s\.crt is not base64 of a PEM") as caught:
-        validate_bundle(bundle, "f.yaml")
-    assert "bm90IGEgcGVt" not in str(caught.value)
-
-
-# --- talosconfig ----------------------------------------------------------------------------------
-
-
-def test_talosconfig_client_cert_verifies_against_the_bundles_os_ca() -> None:
-    bundle = fixture_bundle()
-    text = talosconfig_from_bundle(bundle, "home", ["10.0.0.2", "10.0.0.3"], nodes=["10.0.0.2"])
-    config = yaml.safe_load(text)
-    assert config["context"] == "home"
-    context = config["contexts"]["home"]
-    assert context["endpoints"] == ["10.0.0.2", "10.0.0.3"] and context["nodes"] == ["10.0.0.2"]
-    assert context["ca"] == bundle["certs"]["os"]["crt"]
-    ca = x509.load_pem_x509_certificate(base64.b64decode(bundle["certs"]["os"]["crt"]))
-    client = x509.load_pem_x509_certificate(base64.b64decode(context["crt"]))
-    client.verify_directly_issued_by(ca)  # raises on a wrong issuer or signature
-    assert isinstance(client.public_key(), ed25519.Ed25519PublicKey)
-    assert client.subject.rfc4514_string() == "O=os:admin"
-    key_pem = base64.b64decode(context["key"])
-    assert b"ED25519 PRIVATE KEY" in key_pem
-
-
-def test_talosconfig_cert_does_not_verify_against_another_ca(generated: dict) -> None:
-    context = yaml.safe_load(talosconfig_from_bundle(generated, "c", ["1.2.3.4"]))["contexts"]["c"]
-    other = x509.load_pem_x509_certificate(base64.b64decode(fixture_bundle()["certs"]["os"]["crt"]))
-    client = x509.load_pem_x509_certificate(base64.b64decode(context["crt"]))
-    with pytest.raises(Exception):  # noqa: B017 - cryptography raises ValueError or InvalidSignature
-        client.verify_directly_issued_by(other)
-
-
-def test_talosconfig_needs_endpoints() -> None:
-    with pytest.raises(PipelineError, match="endpoints"):
-        talosconfig_from_bundle(fixture_bundle(), "c", [])
-    with pytest.raises(PipelineError, match="endpoints"):
-        talosconfig_from_bundle(fixture_bundle(), "c", "1.2.3.4")  # type: ignore[arg-type]
+def test_base_config_given_as_the_other_role_is_named() -> None:
+    assert check_base_config(stability("v1.12"), "controlplane", "cp.yaml") == []
+    assert check_base_config(stability("v1.12", "worker"), "worker", "w.yaml") == []
+    assert check_base_config(stability("v1.12", "worker"), "controlplane", "w.yaml") == [
+        "w.yaml: machine.type is 'worker', expected 'controlplane' (was it given as the other role?)"]
 
 
 def test_config_with_both_encryption_secrets_is_refused_as_talos_validate_does() -> None:
     docs = copy.deepcopy(stability("v1.11"))
     docs[0]["cluster"]["aescbcEncryptionSecret"] = docs[0]["cluster"]["secretboxEncryptionSecret"]
-    with pytest.raises(PipelineError, match="both secretboxencryptionsecret and aescbcencryptionsecret"):
+    with pytest.raises(PipelineError, match=r"only one of secrets\.secretboxencryptionsecret"):
         bundle_from_controlplane_config(docs, "cp.yaml")
