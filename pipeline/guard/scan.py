@@ -249,8 +249,9 @@ def scan_secrets_bundle(root: Path, bundle: bytes | None, record: Ledger, where:
     now = ledger.sha256_bytes(bundle)
     if now == recorded:
         return []
+    # A rotation (new data key) or an adoption (`doit import --replace`: another cluster's identity) is deliberate.
     rotated = any(isinstance(item, dict) and item.get("artefact") == SECRETS_ARTEFACT and item.get("to") == now
-                  for item in record.rotations)
+                  for item in [*record.rotations, *record.adoptions])
     if rotated or _same_payload_as_head(root, recorded, bundle):
         return []
     return [f"{SECRETS_ARTEFACT}{where}: the secrets bundle changed (ledger records {recorded[:19]}..., "

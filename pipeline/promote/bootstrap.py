@@ -10,11 +10,11 @@ from pathlib import Path
 import yaml
 
 from pipeline.errors import PipelineError
-from pipeline.layout import ENCRYPTED_DIR, SECRETS_ARTEFACT, TALOSCONFIG_ARTEFACT, base_artefact
+from pipeline.layout import ENCRYPTED_DIR, SECRETS_ARTEFACT, TALOSCONFIG_ARTEFACT, base_artefact, node_artefact
 from pipeline.promote import talosctl
 from pipeline.sops import identities as keys
 from pipeline.sops import runner as sops
-from pipeline.sops.config import SOPS_CONFIG, load_sops_config, render_sops_config
+from pipeline.sops.config import SOPS_CONFIG, hand_made_problems, load_sops_config, render_sops_config
 from pipeline.state import ledger
 from pipeline.talos.baseconfig import ClusterParams, dump_documents, generate_base, generate_talosconfig
 from pipeline.talos.inventory import ROLES, Inventory
@@ -96,10 +96,29 @@ def _encrypt_to(root: Path, artefact: str, text: str) -> None:
     ledger.atomic_write(root / artefact, ciphertext)
 
 
-def bootstrap(inventory: Inventory) -> BootstrapReport:
-    """Make whatever is missing, in dependency order; never overwrite an existing secret."""
+def hand_made_rule_problems(inventory: Inventory) -> list[str]:
+    """What a hand-made `.sops.yaml` lacks for this pipeline's artefacts (none for a generated one)."""
+    config = load_sops_config(inventory.root)
+    if config is None or config.generated:
+        return []
+    return hand_made_problems(config, [node_artefact(inventory, node) for node in inventory.nodes.values()])
+
+
+def prepare(inventory: Inventory) -> BootstrapReport:
+    """The age identity and `.sops.yaml` (each made only when missing) and encrypted/: what encrypting needs.
+
+    A hand-made `.sops.yaml` with no rule for an artefact this pipeline writes stops here, with one
+    line per problem and its fix on stderr, before anything is made.
+    """
     root = inventory.root
     report = _require_identity(root, tuple(r.key for r in inventory.recipients))
+    problems = hand_made_rule_problems(inventory)
+    if any("no creation rule" in line for line in problems):
+        for line in problems:
+            print(line, file=sys.stderr)
+        raise PipelineError(f"{len(problems)} problem(s) above: fix each as it says, or let "
+                            "`doit import --adopt-rules` replace the rules (it shows the change first)",
+                            path=SOPS_CONFIG)
     if not (root / SOPS_CONFIG).is_file():
         recipients = [r.key for r in inventory.recipients]
         if not recipients:
@@ -111,6 +130,13 @@ def bootstrap(inventory: Inventory) -> BootstrapReport:
         (root / SOPS_CONFIG).write_text(render_sops_config(recipients), encoding="utf-8")
         report.made.append(SOPS_CONFIG)
     (root / ENCRYPTED_DIR).mkdir(exist_ok=True)
+    return report
+
+
+def bootstrap(inventory: Inventory) -> BootstrapReport:
+    """Make whatever is missing, in dependency order; never overwrite an existing secret."""
+    root = inventory.root
+    report = prepare(inventory)
 
     use_talosctl = inventory.renderer == "talosctl"
     if use_talosctl:
