@@ -307,6 +307,14 @@ def _settings(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {key: raw.get(key) for key in _RULE_SETTINGS if raw.get(key) not in (None, False)}
 
 
+def _rule_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """What sops stores in a file this rule encrypts: with no key selector, its default unencrypted_suffix."""
+    settings = _settings(raw)
+    if not any(key in settings for key in _RULE_SETTINGS[:4]):
+        settings["unencrypted_suffix"] = "_unencrypted"  # measured: sops 3.11 writes it for whole-file rules
+    return settings
+
+
 def _artefact_settings(text: str) -> dict[str, Any] | None:
     try:
         document = yaml.load(text, Loader=_LOADER)
@@ -369,7 +377,7 @@ def adopt_rules(inventory: Inventory, emit: Emit = lambda _line: None) -> RulesR
         if rule is None or stored is None:
             raise PipelineError("not a SOPS file the generated rules cover: left as it is, nothing changed",
                                 path=artefact)
-        (todo if stored != _settings(rule.raw) else report.unchanged).append(artefact)
+        (todo if stored != _rule_settings(rule.raw) else report.unchanged).append(artefact)
     replacements: dict[str, tuple[str, bytes]] = {}
     with _scratch_with(new_text) as scratch:
         for artefact in todo:
