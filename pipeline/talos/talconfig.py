@@ -22,6 +22,8 @@ its folder). Field by field, with what talhelper (budimanjojo/talhelper, pkg/tal
     nameservers, disableSearchDomain        machine.network.nameservers / disableSearchDomain (<= 1.11),
                                             a ResolverConfig document (>= 1.12)                (idem)
     networkInterfaces                       machine.network.interfaces                         (idem)
+                                            (a WireGuard privateKey is left out and listed as
+                                            unconverted: a secret never goes into a plaintext patch)
     nodeLabels                              machine.nodeLabels (not the Go-template values)    (idem)
     certSANs                                machine.certSANs                                   (idem)
     patches (global, controlPlane/worker,   patch files, in talhelper's order for each node:
@@ -623,10 +625,13 @@ class _Converter:
                 raise PipelineError(f"{if_where}: expected a list of interfaces", path=src)
             if interfaces:
                 network["interfaces"] = interfaces
-                if any(isinstance(item.get("wireguard"), dict) and item["wireguard"].get("privateKey")
-                       for item in interfaces):
-                    self.notes.append(f"{if_where}: a WireGuard private key is now plaintext in "
-                                      f"patches/{PATCH_PREFIX}node-{name}.yaml, as it was in the talconfig")
+                for number, item in enumerate(interfaces):
+                    wireguard = item.get("wireguard")
+                    if isinstance(wireguard, dict) and wireguard.get("privateKey"):
+                        # A secret never goes into a plaintext patch (the guard refuses to commit one).
+                        item["wireguard"] = {key: value for key, value in wireguard.items() if key != "privateKey"}
+                        self.unconverted.append(f"{if_where}[{number}].wireguard.privateKey (a secret: patches are "
+                                                "plaintext in git; it stays in the talconfig)")
         if network:
             machine["network"] = network
         install: dict[str, Any] = {}

@@ -68,11 +68,17 @@ def assert_no_plaintext(repo: Repo, bundle: dict, output: str = "") -> None:
         assert value not in listed
 
 
-def assert_identity(repo: Repo, bundle: dict) -> None:
-    """Every node renders with ``bundle``'s identity: cluster id and secret, tokens, CAs, secretbox key."""
+def assert_identity(repo: Repo, bundle: dict, nodes: dict[str, str] | None = None) -> None:
+    """Every node renders with ``bundle``'s identity: cluster id and secret, tokens, CAs, secretbox key.
+
+    ``nodes``: artefact -> role (default: the example cluster's six nodes).
+    """
     box = bundle["secrets"].get("secretboxencryptionsecret")
-    for node in NODES:
-        docs = decrypt(repo, f"encrypted/talos-kube-{node}.encrypted.yaml")
+    if nodes is None:
+        nodes = {f"encrypted/talos-kube-{node}.encrypted.yaml": "controlplane" if node.startswith("cp") else "worker"
+                 for node in NODES}
+    for artefact, role in nodes.items():
+        docs = decrypt(repo, artefact)
         config = next(doc for doc in docs if doc.get("version") == "v1alpha1")
         cluster, machine = config["cluster"], config["machine"]
         assert cluster["id"] == bundle["cluster"]["id"] and cluster["secret"] == bundle["cluster"]["secret"]
@@ -80,7 +86,8 @@ def assert_identity(repo: Repo, bundle: dict) -> None:
         assert machine["token"] == bundle["trustdinfo"]["token"]
         assert machine["ca"]["crt"] == bundle["certs"]["os"]["crt"]
         assert cluster["ca"]["crt"] == bundle["certs"]["k8s"]["crt"]
-        if node.startswith("cp"):
+        assert machine["type"] == role
+        if role == "controlplane":
             assert machine["ca"]["key"] == bundle["certs"]["os"]["key"]
             assert cluster["ca"]["key"] == bundle["certs"]["k8s"]["key"]
             assert cluster["etcd"]["ca"] == bundle["certs"]["etcd"]

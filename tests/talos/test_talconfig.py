@@ -104,7 +104,11 @@ def test_example_controlplane_renders_every_converted_field(example_repo: Invent
     assert "home-cluster.local" in cluster["apiServer"]["certSANs"]  # additionalApiServerCertSans
     assert "192.168.200.10" in machine["certSANs"]  # additionalMachineCertSans -> machine.certSANs
     # networkInterfaces -> machine.network.interfaces (as given)
-    assert machine["network"]["interfaces"] == node["networkInterfaces"]
+    # (as given, except the WireGuard private key: a secret never goes into a plaintext patch)
+    given = [dict(item) for item in node["networkInterfaces"]]
+    given[1]["wireguard"] = {k: v for k, v in given[1]["wireguard"].items() if k != "privateKey"}
+    assert machine["network"]["interfaces"] == given
+    assert "privateKey" not in (example_repo.root / "patches" / "talhelper-node-kmaster1.yaml").read_text()
     assert [i.get("interface") for i in machine["network"]["interfaces"]] == ["bond0", "wg0", None]
     assert machine["network"]["interfaces"][0]["mtu"] == 1500
     assert machine["network"]["interfaces"][2]["deviceSelector"]["hardwareAddr"] == "00:30:93:12:31:78"
@@ -159,6 +163,8 @@ def test_example_unconverted_fields_are_listed_by_name(example: TalconfigImport)
         "nodes[kmaster1].machineFiles", "nodes[kmaster1].nodeAnnotations",
         "nodes[kmaster1].nodeTaints", "nodes[kmaster1].kernelModules",
         "nodes[kmaster1].nodeLabels.isSecureBootEnabled (talhelper Go template)",
+        "nodes[kmaster1].networkInterfaces[1].wireguard.privateKey (a secret: patches are plaintext in git; it "
+        "stays in the talconfig)",
     ])
 
 
@@ -392,7 +398,9 @@ def test_empty_talenv_value_is_refused_like_talhelper(tmp_path: Path) -> None:
 
 def test_notes_say_what_behaves_differently(example: TalconfigImport) -> None:
     notes = "\n".join(example.notes)
-    assert "WireGuard private key" in notes and "exclude-from-external-load-balancers" in notes
+    assert "exclude-from-external-load-balancers" in notes
+    assert "nodes[kmaster1].networkInterfaces[1].wireguard.privateKey (a secret: patches are plaintext in git; it " \
+        "stays in the talconfig)" in example.unconverted
     assert "talenv myDomainName substituted in domain" in notes
 
 
