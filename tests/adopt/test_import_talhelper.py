@@ -81,8 +81,9 @@ def test_talhelper_cluster_moves_over_with_its_identity(fresh: Repo, tmp_path: P
 
     promoted = fresh.doit()
     assert promoted.returncode == 0, output(promoted)
-    fresh.git("add", "-A")
+    fresh.git("add", ".sops.yaml", "cluster.yaml", "patches")
     fresh.git("commit", "-qm", "from talhelper")
+    assert fresh.git("status", "--porcelain") == ""
     assert_identity(fresh, bundle, {"encrypted/home-cluster-kmaster1.encrypted.yaml": "controlplane",
                                     "encrypted/home-cluster-kworker1.encrypted.yaml": "worker"})
     assert talosconfig_verifies(fresh, bundle)

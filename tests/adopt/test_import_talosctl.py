@@ -32,8 +32,10 @@ def output(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def commit(repo: Repo, message: str) -> None:
-    repo.git("add", "-A")
+    """README: git add .sops.yaml && git commit -m MESSAGE (doit staged the artefacts)."""
+    repo.git("add", ".sops.yaml")
     repo.git("commit", "-qm", message)
+    assert repo.git("status", "--porcelain") == ""
 
 
 def test_secrets_bundle_alone_is_adopted_and_every_node_renders_with_it(fresh: Repo, tmp_path: Path) -> None:

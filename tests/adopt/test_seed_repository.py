@@ -79,19 +79,20 @@ def seed_repository(base: Path) -> tuple[Repo, dict]:
     # 7.2's discipline: plaintext removed once promoted.
     (path / "secrets.yaml").unlink()
     shutil.rmtree(path / "rendered")
-    # patches/ per node and the cluster.yaml the user adds; the pipeline's two files.
-    for name in ("cluster.yaml", "patches", "dodo.py", "pyproject.toml"):
-        source = PROJECT / name
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, path / name)
+    # patches/ per node (the seed's 3.1 layout).
+    shutil.copytree(PROJECT / "patches", path / "patches")
     repo.git("add", "-A")
     repo.git("commit", "-qm", "the seed's manual layout")
     return repo, bundle
 
 
-def add_pipeline_ignores(repo: Repo) -> None:
-    """README: append the pipeline's .gitignore to yours (rendered/, its local state)."""
+def add_pipeline(repo: Repo) -> None:
+    """README: cp dodo.py pyproject.toml; cat .gitignore >> .gitignore; $EDITOR cluster.yaml (the seed's nodes)."""
+    for name in ("dodo.py", "pyproject.toml"):
+        shutil.copy2(PROJECT / name, repo.path / name)
     with (repo.path / ".gitignore").open("a") as handle:
         handle.write((PROJECT / ".gitignore").read_text())
+    shutil.copy2(PROJECT / "cluster.yaml", repo.path / "cluster.yaml")
 
 
 def output(result: subprocess.CompletedProcess[str]) -> str:
@@ -108,7 +109,7 @@ def test_seed_repository_adopts_in_place(tmp_path: Path) -> None:
     assert sorted(seeded) == sorted(BASES)
     before = {artefact: decrypt(repo, artefact) for artefact in BASES}
 
-    add_pipeline_ignores(repo)
+    add_pipeline(repo)
 
     first = repo.doit()
     assert first.returncode == 1
@@ -144,7 +145,8 @@ def test_seed_repository_adopts_in_place(tmp_path: Path) -> None:
         assert now[artefact] == after_rules[artefact]  # kept, byte for byte
     for node in NODES:
         assert f"encrypted/talos-kube-{node}.encrypted.yaml" in now
-    repo.git("commit", "-qam", "adopt the pipeline")
+    repo.git("add", "-A")
+    repo.git("commit", "-qm", "adopt the pipeline")
     assert repo.git("status", "--porcelain") == ""
     assert_identity(repo, bundle)
     assert talosconfig_verifies(repo, bundle)
@@ -156,7 +158,7 @@ def test_seed_repository_adopts_in_place(tmp_path: Path) -> None:
 
 def test_the_printed_fixes_work_when_applied_by_hand(tmp_path: Path) -> None:
     repo, bundle = seed_repository(tmp_path)
-    add_pipeline_ignores(repo)
+    add_pipeline(repo)
     lines = problem_lines(repo.doit())
     config = yaml.safe_load((repo.path / ".sops.yaml").read_text())
     for line in lines[:2]:  # "append this rule ...: {flow mapping}"
