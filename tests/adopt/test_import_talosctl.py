@@ -162,3 +162,14 @@ def test_existing_bundle_is_refused_and_replace_is_recorded_and_guarded(promoted
 
 def _sops(repo: Repo) -> list[str]:
     return [shutil.which("sops", path=str(Path(sys.executable).parent)) or "sops"]
+
+
+def test_a_bundle_only_git_history_holds_is_still_refused(promoted: Repo, tmp_path: Path) -> None:
+    # encrypted/ deleted, the ledger (restored) still records the bundle: importing over it needs --replace.
+    files = talosctl_files(tmp_path / "talos", stability_bundle())
+    (promoted.path / "encrypted" / "secrets.encrypted.yaml").unlink()
+    refused = promoted.doit("import", "--secrets", str(files["secrets"]))
+    assert refused.returncode == 1 and "already holds a secrets bundle" in output(refused)
+    assert not (promoted.path / "encrypted" / "secrets.encrypted.yaml").exists()
+    nothing = promoted.doit("import")
+    assert nothing.returncode == 1 and "import what?" in output(nothing)
