@@ -180,8 +180,7 @@ def _check_artefact(artefact: str, ciphertext: bytes) -> None:
         raise PipelineError(f"sops output failed the guard, nothing written: {findings[0]}", path=artefact)
 
 
-def adopt_identity(inventory: Inventory, inputs: ImportInputs, replace: bool = False,
-                   emit: Emit = lambda _line: None) -> AdoptReport:
+def adopt_identity(inventory: Inventory, inputs: ImportInputs, replace: bool = False) -> AdoptReport:
     """Import an existing cluster's secrets bundle (and optionally its base configs and talosconfig).
 
     Refuses, before writing anything: inputs of different clusters (one line naming the fields), a
@@ -192,6 +191,10 @@ def adopt_identity(inventory: Inventory, inputs: ImportInputs, replace: bool = F
     if inputs.secrets is None and inputs.from_config is None:
         raise PipelineError("import needs the cluster's secrets: --secrets FILE (talosctl gen secrets, or "
                             "talhelper's talsecret.sops.yaml) or --from-config controlplane.yaml")
+    if (inputs.controlplane is None) != (inputs.worker is None):
+        # Bases the user brings are never regenerated; a generated partner would be, taking the other along.
+        raise PipelineError("--controlplane and --worker go together: bring both base configs, or neither "
+                            "(then both are generated from the bundle)")
     root = inventory.root
     bundle, read, problems = _bundle_of(root, inputs)
     bundle_name = (read.get("secrets") or read["from_config"]).name

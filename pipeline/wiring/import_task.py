@@ -61,7 +61,7 @@ def run_import(lines: Lines, *, secrets: str = "", from_config: str = "", talosc
         inputs = adopt.ImportInputs(secrets=_path(secrets), from_config=_path(from_config),
                                     talosconfig=_path(talosconfig), controlplane=_path(controlplane),
                                     worker=_path(worker))
-        identity_report = adopt.adopt_identity(load_inventory(root), inputs, replace=replace, emit=lines)
+        identity_report = adopt.adopt_identity(load_inventory(root), inputs, replace=replace)
         verb = "replaced the cluster identity with" if identity_report.replaced else "adopted"
         lines(f"import: {verb} the secrets bundle of {secrets or from_config} (recorded in encrypted/ledger.json)")
         for artefact in identity_report.written:

@@ -107,8 +107,8 @@ def test_inputs_of_two_clusters_are_refused_naming_fields_not_values(fresh: Repo
     ours, theirs = stability_bundle(), fixture_bundle()
     files = talosctl_files(tmp_path / "ours", ours)
     other = talosctl_files(tmp_path / "theirs", theirs)
-    result = fresh.doit("import", "--secrets", str(files["secrets"]), "--worker", str(other["worker"]),
-                        "--talosconfig", str(other["talosconfig"]))
+    result = fresh.doit("import", "--secrets", str(files["secrets"]), "--controlplane", str(files["controlplane"]),
+                        "--worker", str(other["worker"]), "--talosconfig", str(other["talosconfig"]))
     assert result.returncode == 1
     failure = [line for line in output(result).splitlines() if line.startswith("FAILED")]
     assert len(failure) == 1
@@ -123,8 +123,12 @@ def test_inputs_of_two_clusters_are_refused_naming_fields_not_values(fresh: Repo
     assert_no_plaintext(fresh, theirs, output(result))
     assert not (fresh.path / "encrypted").exists() and not (fresh.path / ".sops.yaml").exists()
     # A base given as the other role is named too.
-    swapped = fresh.doit("import", "--secrets", str(files["secrets"]), "--controlplane", str(files["worker"]))
+    swapped = fresh.doit("import", "--secrets", str(files["secrets"]), "--controlplane", str(files["worker"]),
+                         "--worker", str(files["worker"]))
     assert swapped.returncode == 1 and "machine.type is 'worker', expected 'controlplane'" in output(swapped)
+    alone = fresh.doit("import", "--secrets", str(files["secrets"]), "--controlplane", str(files["controlplane"]))
+    assert alone.returncode == 1 and "--controlplane and --worker go together" in output(alone)
+    assert not (fresh.path / "encrypted").exists()
 
 
 def test_existing_bundle_is_refused_and_replace_is_recorded_and_guarded(promoted: Repo, tmp_path: Path) -> None:

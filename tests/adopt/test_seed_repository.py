@@ -171,3 +171,32 @@ def test_the_printed_fixes_work_when_applied_by_hand(tmp_path: Path) -> None:
     repo.git("commit", "-qm", "fixed by hand")
     assert_identity(repo, bundle)
     assert repo.doit("check").returncode == 0
+
+
+def test_adopt_rules_keeps_promoted_nodes_current(promoted: Repo) -> None:
+    # Nodes promoted under hand-made rules (no mac_only_encrypted): re-encrypted, and still current.
+    config = promoted.path / ".sops.yaml"
+    lines = [line for line in config.read_text().splitlines() if not line.startswith("#")
+             and "mac_only_encrypted" not in line]
+    config.write_text("\n".join(lines) + "\n")
+    for path in (promoted.path / "encrypted").glob("talos-kube-*.encrypted.yaml"):
+        path.unlink()
+    assert promoted.doit().returncode == 0
+    promoted.git("add", "-A")
+    promoted.git("commit", "-qm", "hand-made rules")
+    before = promoted.artefacts()
+    nodes = {name: decrypt(promoted, name) for name in before if "talos-kube-" in name}
+
+    adopted = promoted.doit("import", "--adopt-rules")
+    assert adopted.returncode == 0, output(adopted)
+    after = promoted.artefacts()
+    changed = sorted(name for name in after if name.endswith(".encrypted.yaml") and after[name] != before[name])
+    assert changed == sorted(nodes)  # the bases were encrypted under the generated rules: left as they are
+    for name, documents in nodes.items():
+        assert decrypt(promoted, name) == documents
+    again = promoted.doit()
+    assert again.returncode == 0, output(again)
+    assert promoted.artefacts() == {**after, "encrypted/ledger.json": promoted.artefacts()["encrypted/ledger.json"]}
+    promoted.git("commit", "-qm", "generated rules")
+    assert promoted.doit("check").returncode == 0
+    assert promoted.doit("verify").returncode == 0
