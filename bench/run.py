@@ -424,8 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    if not (args.code / "pipeline" / "wiring" / "tasks.py").is_file():
-        parser.error(f"--code: no pipeline/wiring/tasks.py under {args.code}")
+    if not any((args.code / "pipeline" / name).is_file() for name in ("wiring/tasks.py", "tasks.py")):
+        parser.error(f"--code: no pipeline/ package (wiring/tasks.py) under {args.code}")
     base = Path(tempfile.mkdtemp(prefix="promote-bench-"))
     code = base / "code"
     shutil.copytree(args.code / "pipeline", code / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))

@@ -41,6 +41,7 @@ class Session:
     plain: bool = False  # `doit` with no task, option or variable: the stamp may answer
     writes: bool = False  # the run holds the repository's run lock
     quiet: list[str] | None = None  # the stamp's verdict: nothing changed since the last plain `doit`
+    entered: bool = False  # begun by the run entry (not a default made for `doit list` and the like)
     verdicts: dict[str, bool] = field(default_factory=dict)  # node -> current?, shared by render and encrypt
     _inventory: Inventory | PipelineError | None = None
     _ledger: Ledger | PipelineError | None = None
@@ -112,5 +113,5 @@ def begin(root: Path, *, plain: bool = False, writes: bool = False) -> Session:
     """Start a new run: forget everything the previous one knew."""
     global _SESSION
     intent.forget_file_cache()
-    _SESSION = Session(root, plain=plain, writes=writes)
+    _SESSION = Session(root, plain=plain, writes=writes, entered=True)
     return _SESSION

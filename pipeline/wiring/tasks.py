@@ -36,8 +36,18 @@ DOIT_CONFIG: dict[str, Any] = {
 }
 
 
+# What a repository made from an earlier version lacks: doit then runs its stock `run` command,
+# without the run lock. A writing task refuses rather than promote unguarded.
+NO_ENTRY = PipelineError("doit ran without talos-promote's run entry: add `run = \"pipeline.wiring.entry:"
+                          "PromotionRun\"` under [tool.doit.plugins.command] (see this project's pyproject.toml)",
+                          path="pyproject.toml")
+
+
 def _needs_inventory(basename: str, doc: str) -> Inventory | TaskDict:
-    inventory = sessions.current().inventory()
+    session = sessions.current()
+    if not session.entered:
+        return failing(basename, NO_ENTRY, doc)
+    inventory = session.inventory()
     if isinstance(inventory, PipelineError):
         return failing(basename, inventory, doc)
     return inventory

@@ -145,3 +145,17 @@ def test_read_only_tasks_do_not_take_the_lock(promoted: Repo, task: str) -> None
         os.close(fd)
     assert "another promotion is running" not in result.stdout + result.stderr
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_repository_without_the_run_entry_refuses_to_promote_unguarded(promoted: Repo) -> None:
+    # A pyproject.toml from an earlier version: doit's stock `run`, so no run lock. Writing refuses.
+    pyproject = promoted.path / "pyproject.toml"
+    pyproject.write_text("\n".join(line for line in pyproject.read_text().splitlines()
+                                   if not line.startswith("run = ")) + "\n")
+    before = promoted.artefacts()
+    for args in ((), ("rekey",)):
+        result = promoted.doit(*args)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "run entry" in result.stdout + result.stderr and "Traceback" not in result.stdout + result.stderr
+    assert promoted.artefacts() == before
+    assert promoted.doit("check").returncode == 0  # reading needs no lock
