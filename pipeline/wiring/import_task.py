@@ -14,19 +14,23 @@ from pipeline.errors import PipelineError
 from pipeline.talos.inventory import load_inventory
 from pipeline.wiring import session as sessions
 from pipeline.wiring.action import Lines, TaskDict, action
+from pipeline.wiring.tasks import NO_ENTRY
 
 
 def _path(value: str) -> Path | None:
     return Path(os.path.expanduser(value)) if value else None
 
 
-def run_import(lines: Lines, *, secrets: str = "", from_config: str = "", talosconfig: str = "",
-               controlplane: str = "", worker: str = "", talconfig: str = "", talenv: list[str] | None = None,
-               adopt_rules: bool = False, replace: bool = False) -> dict[str, Any]:
+def import_action(secrets: str, from_config: str, talosconfig: str, controlplane: str, worker: str, talconfig: str,
+                  talenv: list[str], adopt_rules: bool, replace: bool, emit: Lines) -> dict[str, Any]:
     """The `import` action: talconfig first (it writes cluster.yaml), then the identity, or the rules."""
     from pipeline.promote import adopt  # cryptography and the talhelper converter: only when importing
 
-    root = sessions.current().root
+    lines = emit
+    session = sessions.current()
+    if not session.entered:
+        raise NO_ENTRY  # a writing task runs only under the run entry's lock
+    root = session.root
     identity = any((secrets, from_config, talosconfig, controlplane, worker))
     if not (identity or talconfig or adopt_rules):
         raise PipelineError("import what? --secrets FILE or --from-config controlplane.yaml (talosctl files), "
@@ -100,12 +104,5 @@ def task_import() -> TaskDict:
         {"name": "replace", "long": "replace", "type": bool, "default": False,
          "help": "replace the repository's secrets bundle (or cluster.yaml and patches with --talconfig)"},
     ]
-    return {"actions": [action(_import, writes=True)], "params": params, "doc": task_import.__doc__,
+    return {"actions": [action(import_action, writes=True)], "params": params, "doc": task_import.__doc__,
             "verbosity": 2}
-
-
-def _import(secrets: str, from_config: str, talosconfig: str, controlplane: str, worker: str, talconfig: str,
-            talenv: list[str], adopt_rules: bool, replace: bool, emit: Lines) -> dict[str, Any]:
-    return run_import(emit, secrets=secrets, from_config=from_config, talosconfig=talosconfig,
-                      controlplane=controlplane, worker=worker, talconfig=talconfig, talenv=talenv,
-                      adopt_rules=adopt_rules, replace=replace)
