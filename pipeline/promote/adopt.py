@@ -201,10 +201,15 @@ def adopt_identity(inventory: Inventory, inputs: ImportInputs, replace: bool = F
     if problems:
         raise PipelineError(_one_line(problems, bundle_name))
     held = holds_identity(root)
+    derived = [artefact for artefact in (*(base_artefact(role) for role in ROLES), TALOSCONFIG_ARTEFACT)
+               if (root / artefact).is_file()]
     if held and not replace:
         raise PipelineError("the repository already holds a secrets bundle (a cluster identity); importing another "
                             "one means rebuilding every node: pass --replace to do it deliberately",
                             path=SECRETS_ARTEFACT)
+    if derived and not replace:
+        raise PipelineError("exists without a secrets bundle, maybe of another cluster: pass --replace to replace it "
+                            "with what the import brings or makes", path=derived[0])
     report = AdoptReport(replaced=held)
     report.plaintext_inputs = list(dict.fromkeys(item.name for item in read.values() if not item.encrypted))
     prepared = bootstrap.prepare(inventory)  # the key and .sops.yaml, when missing
@@ -238,21 +243,15 @@ def adopt_identity(inventory: Inventory, inputs: ImportInputs, replace: bool = F
     for artefact, data in ciphertexts.items():
         ledger.atomic_write(root / artefact, data)
         report.written.append(artefact)
-    if held:
-        # What the replaced identity's bundle made is of another cluster now: bootstrap remakes it.
-        derived = [*(base_artefact(role) for role in ROLES if role not in read)]
-        if "talosconfig" not in read:
-            derived.append(TALOSCONFIG_ARTEFACT)
-        for artefact in derived:
-            if (root / artefact).is_file():
-                (root / artefact).unlink()
-                report.removed.append(artefact)
+    for artefact in derived:
+        # Made from the replaced identity (or of unknown origin): bootstrap remakes it from the imported bundle.
+        if artefact not in ciphertexts:
+            (root / artefact).unlink()
+            report.removed.append(artefact)
     with ledger.updating(root) as record:
         record.bases["secrets"] = new_sha
-        if any(role in read for role in ROLES):
-            record.bases.pop("params", None)  # bases the user brought are never regenerated
-        elif held:
-            record.bases.pop("params", None)  # bootstrap records the params it makes them from
+        # Bases the user brought are never regenerated; for generated ones bootstrap records the params again.
+        record.bases.pop("params", None)
     made = bootstrap.bootstrap(inventory)
     report.made.extend(path for path in made.made if path not in report.made)
     staging.stage(inventory)

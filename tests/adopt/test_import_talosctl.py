@@ -175,5 +175,13 @@ def test_a_bundle_only_git_history_holds_is_still_refused(promoted: Repo, tmp_pa
     refused = promoted.doit("import", "--secrets", str(files["secrets"]))
     assert refused.returncode == 1 and "already holds a secrets bundle" in output(refused)
     assert not (promoted.path / "encrypted" / "secrets.encrypted.yaml").exists()
+    # With no trace of the bundle at all, the bases it made are still not overwritten silently.
+    ledger_path = promoted.path / "encrypted" / "ledger.json"
+    record = json.loads(ledger_path.read_text())
+    del record["bases"]["secrets"]
+    ledger_path.write_text(json.dumps(record))
+    bases = promoted.doit("import", "--secrets", str(files["secrets"]))
+    assert bases.returncode == 1
+    assert "encrypted/controlplane.encrypted.yaml: exists without a secrets bundle" in output(bases)
     nothing = promoted.doit("import")
     assert nothing.returncode == 1 and "import what?" in output(nothing)
