@@ -256,7 +256,7 @@ def scan_secrets_bundle(root: Path, bundle: bytes | None, record: Ledger, where:
         return []
     return [f"{SECRETS_ARTEFACT}{where}: the secrets bundle changed (ledger records {recorded[:19]}..., "
             f"now {now[:19]}...) and no deliberate rotation is recorded: existing secrets must never be "
-            f"regenerated; {restore}, or rotate with doit rotate"]
+            f"regenerated; {restore}, rotate with doit rotate, or adopt another with doit import --replace"]
 
 
 def _same_payload_as_head(root: Path, recorded: str, bundle: bytes) -> bool:

@@ -24,6 +24,11 @@ A bundle is the dict `talosctl gen secrets` writes (see ``pipeline.talos.secrets
 Talos releases after v1.13 can carry these in separate documents (KubeAPIServerCAConfig,
 DiscoveryIdentityConfig, ...); such a config is refused with a message naming the document kind.
 
+The extracted bundle is checked by the one bundle validator, ``secrets_bundle.validate_bundle``
+(structure and cryptography: every key belongs to its certificate). ``check_same_cluster``,
+``check_base_config`` and ``check_talosconfig`` say why other inputs (base configs, a talosctl
+client config) are not of the bundle's cluster, one line per file and field.
+
 No function here ever puts a secret value into an error message.
 """
 
