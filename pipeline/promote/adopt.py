@@ -84,7 +84,8 @@ class _Input:
 
 
 def _is_sops_file(documents: list[Any]) -> bool:
-    return len(documents) == 1 and isinstance(documents[0], dict) and isinstance(documents[0].get("sops"), dict)
+    # sops keeps its metadata in a top-level `sops` mapping (in each document of a multi-document file).
+    return bool(documents) and all(isinstance(doc, dict) and isinstance(doc.get("sops"), dict) for doc in documents)
 
 
 def _read_input(root: Path, given: Path) -> _Input:
