@@ -10,11 +10,11 @@ from pathlib import Path
 import yaml
 
 from pipeline.errors import PipelineError
-from pipeline.layout import ENCRYPTED_DIR, SECRETS_ARTEFACT, TALOSCONFIG_ARTEFACT, base_artefact
+from pipeline.layout import ENCRYPTED_DIR, SECRETS_ARTEFACT, TALOSCONFIG_ARTEFACT, base_artefact, node_artefact
 from pipeline.promote import talosctl
 from pipeline.sops import identities as keys
 from pipeline.sops import runner as sops
-from pipeline.sops.config import SOPS_CONFIG, load_sops_config, render_sops_config
+from pipeline.sops.config import SOPS_CONFIG, hand_made_problems, load_sops_config, render_sops_config
 from pipeline.state import git, ledger
 from pipeline.talos.baseconfig import ClusterParams, dump_documents, generate_base, generate_talosconfig
 from pipeline.talos.inventory import INVENTORY_FILE, ROLES, Inventory
@@ -140,6 +140,43 @@ def _validated_bases(inventory: Inventory, bundle: dict, roles: list[str]) -> di
     return out
 
 
+def hand_made_rule_problems(inventory: Inventory) -> list[str]:
+    """What a hand-made `.sops.yaml` lacks for this pipeline's artefacts (none for a generated one)."""
+    config = load_sops_config(inventory.root)
+    if config is None or config.generated:
+        return []
+    return hand_made_problems(config, [node_artefact(inventory, node) for node in inventory.nodes.values()])
+
+
+def prepare(inventory: Inventory) -> BootstrapReport:
+    """The age identity and `.sops.yaml` (each made only when missing) and encrypted/: what encrypting needs.
+
+    A hand-made `.sops.yaml` with no rule for an artefact this pipeline writes stops here, with one
+    line per problem and its fix on stderr, before anything is made.
+    """
+    root = inventory.root
+    report = _require_identity(root, tuple(r.key for r in inventory.recipients))
+    problems = hand_made_rule_problems(inventory)
+    if any("no creation rule" in line for line in problems):
+        for line in problems:
+            print(line, file=sys.stderr)
+        raise PipelineError(f"{len(problems)} problem(s) above: fix each as it says, or let "
+                            "`doit import --adopt-rules` replace the rules (it shows the change first)",
+                            path=SOPS_CONFIG)
+    if not (root / SOPS_CONFIG).is_file():
+        recipients = [r.key for r in inventory.recipients]
+        if not recipients:
+            search = keys.find_identities()
+            if not search.public_keys:
+                raise PipelineError("no age identity to encrypt to: set recipients: in cluster.yaml",
+                                    path=SOPS_CONFIG)
+            recipients = [search.public_keys[0]]
+        (root / SOPS_CONFIG).write_text(render_sops_config(recipients), encoding="utf-8")
+        report.made.append(SOPS_CONFIG)
+    (root / ENCRYPTED_DIR).mkdir(exist_ok=True)
+    return report
+
+
 def bootstrap(inventory: Inventory, *, new_cluster: bool = False) -> BootstrapReport:
     """Make whatever is missing, in dependency order; never overwrite an existing secret.
 
@@ -155,19 +192,8 @@ def bootstrap(inventory: Inventory, *, new_cluster: bool = False) -> BootstrapRe
                                 "(`doit rotate` changes the encryption, never the cluster)", path=SECRETS_ARTEFACT)
     elif lost is not None:
         raise PipelineError(lost, path=SECRETS_ARTEFACT)
-    report = _require_identity(root, tuple(r.key for r in inventory.recipients))
+    report = prepare(inventory)
     report.new_cluster = new_cluster
-    if not (root / SOPS_CONFIG).is_file():
-        recipients = [r.key for r in inventory.recipients]
-        if not recipients:
-            search = keys.find_identities()
-            if not search.public_keys:
-                raise PipelineError("no age identity to encrypt to: set recipients: in cluster.yaml",
-                                    path=SOPS_CONFIG)
-            recipients = [search.public_keys[0]]
-        (root / SOPS_CONFIG).write_text(render_sops_config(recipients), encoding="utf-8")
-        report.made.append(SOPS_CONFIG)
-    (root / ENCRYPTED_DIR).mkdir(exist_ok=True)
 
     use_talosctl = inventory.renderer == "talosctl"
     if use_talosctl:

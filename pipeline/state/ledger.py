@@ -32,16 +32,19 @@ FORMAT_VERSION = 1
 
 @dataclass
 class Ledger:
-    """The ledger's content: per-node records, base artefact digests and deliberate rotations."""
+    """The ledger's content: per-node records, base artefact digests, deliberate rotations and adoptions."""
 
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     bases: dict[str, str] = field(default_factory=dict)
     rotations: list[dict[str, Any]] = field(default_factory=list)
+    adoptions: list[dict[str, Any]] = field(default_factory=list)  # `doit import`: deliberate new identities
 
     def to_text(self) -> str:
         """Stable JSON: sorted keys, one field per line, so git diffs stay per node."""
-        data = {"version": FORMAT_VERSION, "nodes": self.nodes, "bases": self.bases,
-                "rotations": self.rotations}
+        data: dict[str, Any] = {"version": FORMAT_VERSION, "nodes": self.nodes, "bases": self.bases,
+                                "rotations": self.rotations}
+        if self.adoptions:  # absent until the first import: older ledgers keep their bytes
+            data["adoptions"] = self.adoptions
         return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
 
@@ -112,7 +115,7 @@ def parse_ledger(text: str, source: str = LEDGER_FILE) -> Ledger:
         raise PipelineError(f"unknown ledger format (expected version {FORMAT_VERSION})", path=source)
     check_schema(data, source)
     return Ledger(nodes=dict(data.get("nodes") or {}), bases=dict(data.get("bases") or {}),
-                  rotations=list(data.get("rotations") or []))
+                  rotations=list(data.get("rotations") or []), adoptions=list(data.get("adoptions") or []))
 
 
 # The ledger is committed data: anyone who can push can write it. Every field the pipeline reads
