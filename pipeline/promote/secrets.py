@@ -383,8 +383,10 @@ def _check_rule(root: Path) -> None:
                             path=".sops.yaml")
     if any(rule.raw.get(key) for key in ("encrypted_regex", "unencrypted_regex", "encrypted_suffix",
                                          "unencrypted_suffix", "encrypted_comment_regex", "unencrypted_comment_regex")):
-        raise PipelineError(f"the first rule matching {VARS_ARTEFACT} does not encrypt the whole file: add a rule "
-                            f"`path_regex: {VARS_RULE}` with only your age recipients, before the encrypted/ rule",
+        raise PipelineError(f"the first rule matching {VARS_ARTEFACT} does not encrypt the whole file (a .sops.yaml "
+                            "from an earlier version?): regenerate a generated one (doit rekey with recipients: in "
+                            "cluster.yaml, else delete it and run doit bootstrap), or add a rule "
+                            f"`path_regex: {VARS_RULE}` with only your age recipients before the encrypted/ rule",
                             path=".sops.yaml")
 
 
