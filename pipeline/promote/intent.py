@@ -204,9 +204,17 @@ def refresh_secret_digests(inventory: Inventory) -> list[str]:
     return secrets.refresh(inventory.root, sealed, uses)
 
 
-def check_secret_landing(inventory: Inventory, node: Node, documents: list[Any]) -> None:
-    """Refuse ``node``'s rendered documents if a value from ``secrets.`` or an encrypted patch sits where
-    the artefact's creation rule leaves plaintext (one line: patch and dotted path, never the value)."""
+def user_secret_values(inventory: Inventory) -> set[str]:
+    """Every value of the user's own secrets the nodes use (decrypted in memory): what reports must never show."""
+    values: set[str] = set()
+    for node in inventory.nodes.values():
+        for taint in _taints(inventory, node):
+            if len(taint.value) >= 4:
+                values.add(taint.value)
+    return values
+
+
+def _taints(inventory: Inventory, node: Node) -> list[secrets.Taint]:
     root = inventory.root
     taints: list[secrets.Taint] = []
     for source in inventory.patches_for(node):
@@ -217,8 +225,15 @@ def check_secret_landing(inventory: Inventory, node: Node, documents: list[Any])
             names, whole = secrets.used_names(text)
             values = secrets.vars_values(root)
             taints += secrets.var_taints(values, list(values) if whole else [name for name, _ in names], source)
+    return taints
+
+
+def check_secret_landing(inventory: Inventory, node: Node, documents: list[Any]) -> None:
+    """Refuse ``node``'s rendered documents if a value from ``secrets.`` or an encrypted patch sits where
+    the artefact's creation rule leaves plaintext (one line: patch and dotted path, never the value)."""
+    taints = _taints(inventory, node)
     if taints:
-        secrets.check_landing(documents, taints, load_sops_config(root), node_artefact(inventory, node))
+        secrets.check_landing(documents, taints, load_sops_config(inventory.root), node_artefact(inventory, node))
 
 
 def _head_inputs(inventory: Inventory, node: Node) -> list[str]:

@@ -342,6 +342,13 @@ def _found(value: str, leaf: str) -> bool:
     return value == leaf if len(value) < _SUBSTRING else value in leaf
 
 
+def _doc_label(doc: Any, index: int) -> str:
+    # Documents other than the v1alpha1 config are named as Talos names them: Kind(name).
+    if not isinstance(doc, dict) or not doc.get("kind"):
+        return ""
+    return f"{doc['kind']}({doc['name']})." if doc.get("name") else f"{doc['kind']}."
+
+
 def check_landing(documents: list[Any], taints: list[Taint], config: SopsConfig | None, artefact: str) -> None:
     """Refuse a rendered config in which a value from an encrypted source sits where the artefact's rule
     leaves plaintext: one line naming the patch and the dotted path, never the value.
@@ -365,7 +372,7 @@ def check_landing(documents: list[Any], taints: list[Taint], config: SopsConfig 
         for dotted, leaf in _plain_leaves(doc, "", encrypts):
             for taint in taints:
                 if _found(taint.value, leaf):
-                    where = dotted if len(documents) == 1 else f"document {index + 1}: {dotted}"
+                    where = f"{_doc_label(doc, index)}{dotted}"
                     raise PipelineError(
                         f"a value from {taint.origin} lands at {where}, which .sops.yaml's rule for {artefact} "
                         "leaves in plaintext: put it under a key the rule encrypts (see README, Your own secrets)",
