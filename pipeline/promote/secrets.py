@@ -196,8 +196,12 @@ def _keyed(key: bytes, label: str, value: Any) -> str:
                                      hashlib.sha256).hexdigest()
 
 
+class SecretsChanged(PipelineError):
+    """An encrypted source changed since it was recorded: only a key holder can say for which values."""
+
+
 def _stale(rel: str) -> PipelineError:
-    return PipelineError("changed since the nodes that use it were promoted (its values are compared "
+    return SecretsChanged("changed since the nodes that use it were promoted (its values are compared "
                          "with a key): run doit", path=rel)
 
 

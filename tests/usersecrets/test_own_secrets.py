@@ -6,6 +6,7 @@ or any output.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -159,6 +160,21 @@ def test_form2_encrypted_patch_as_the_readme_says(form1_template: tuple[Repo, st
     assert drill.returncode == 0 and "patches/registry.sops.yaml: ok" in out(drill), out(drill)
     assert repo.doit("check").returncode == 0
     no_value(out(rotate), out(drill))
+    # rekey to a second key: the encrypted patch follows; that key alone recovers HEAD.
+    second = tmp_path / "second.txt"
+    keygen = repo.doit("keygen", "--out", str(second))
+    public = re.search(r"public key: (age1\w+)", out(keygen))
+    first = re.search(r"age: (age1\w+)", (repo.path / ".sops.yaml").read_text())
+    assert public is not None and first is not None
+    with (repo.path / "cluster.yaml").open("a") as handle:
+        handle.write(f"recipients:\n  - {{name: operator, key: {first.group(1)}}}\n"
+                     f"  - {{name: second, key: {public.group(1)}}}\n")
+    rekey = repo.doit("rekey")
+    assert rekey.returncode == 0 and "patches/registry.sops.yaml" in out(rekey), out(rekey)
+    repo.git("commit", "-qam", "second key")
+    drill = repo.doit("drill", "--key", str(second))
+    assert drill.returncode == 0 and "patches/registry.sops.yaml: ok" in out(drill), out(drill)
+    assert repo.doit("check").returncode == 0
     assert leaks(repo) == []
 
 
@@ -199,6 +215,8 @@ def test_a_plain_sops_edit_of_the_vars_file_makes_stale_only_the_nodes_that_use_
     assert check.returncode == 1
     flagged = set(re.findall(r"node (\w+): encrypted/vars.encrypted.yaml: changed since", out(check)))
     assert flagged == {"cp1", "w1", "w2", "w3"}, out(check)  # cp2, cp3 read no secret
+    graph = repo.doit("graph", "--formats", "none", env=keyless)
+    assert "4 will run, 0 failing, 2 up to date" in out(graph), out(graph)
     before = node_artefacts(repo)
     promote = repo.doit()
     assert promote.returncode == 0, out(promote)
@@ -349,3 +367,33 @@ def test_secrets_task_reads_stdin_lists_names_and_edit_needs_a_terminal(form1_re
     usage = repo.doit("secrets", "frobnicate")
     assert usage.returncode == 1 and "usage: doit secrets set NAME" in out(usage)
     assert repo.git("status", "--porcelain") == ""
+
+
+def test_secrets_edit_opens_sops_edit_on_a_terminal(form1_repo: Repo, tmp_path: Path) -> None:
+    repo = form1_repo
+    edited = tmp_path / "buffer.yaml"
+    edited.write_text(f'registry_password: "{REGISTRY}"\nts_authkey: "{TSKEY}"\nwg_key: "WgPr1vateKey-0123456789"\n')
+    primary, secondary = os.openpty()
+    env = dict(repo.env) | {"EDITOR": f"cp {edited}"}
+    proc = subprocess.Popen([sys.executable, "-m", "doit", "secrets", "edit"], cwd=repo.path, env=env,
+                            stdin=secondary, stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            data = os.read(primary, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=60) == 0
+    os.close(primary)
+    edited.unlink()
+    shown = b"".join(chunks).decode(errors="replace")
+    assert "3 variable(s) in encrypted/vars.encrypted.yaml" in shown, shown
+    no_value(shown)
+    assert "WgPr1vateKey" not in shown
+    listed = repo.doit("secrets", "list")
+    assert out(listed).splitlines()[:3] == ["registry_password", "ts_authkey", "wg_key"]
+    assert leaks(repo, [*VALUES.values(), "WgPr1vateKey-0123456789"]) == []
