@@ -9,6 +9,7 @@ if TYPE_CHECKING:
 
 SECRETS_ARTEFACT = "encrypted/secrets.encrypted.yaml"
 TALOSCONFIG_ARTEFACT = "encrypted/talosconfig.encrypted.yaml"
+VARS_ARTEFACT = "encrypted/vars.encrypted.yaml"  # the user's secret template variables (`doit secrets`)
 
 
 RENDERED_DIR = "rendered"

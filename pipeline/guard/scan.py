@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from pipeline.errors import PipelineError
+from pipeline.guard import carriers
 from pipeline.layout import ENCRYPTED_DIR, RENDERED_DIR, SECRETS_ARTEFACT, node_artefact
 from pipeline.promote import bootstrap
 from pipeline.promote.intent import describe_trigger, intent_inputs
@@ -202,7 +203,7 @@ _SECRET_KEY_NAMES = _secret_key_names(_TALOS_SECRET_PATHS.pattern)
 def scan_plaintext(text: str, path: str) -> list[str]:
     """Findings for a tracked or staged file outside encrypted/: Talos secret fields, private keys."""
     findings: list[str] = []
-    untemplated = _untemplated(text) if path.endswith((".yaml", ".yml")) else ""
+    untemplated = _untemplated(carriers.stand_in(text)) if path.endswith((".yaml", ".yml")) else ""
     if untemplated and (_SECRET_KEY_NAMES is None or "\\" in untemplated
                         or _SECRET_KEY_NAMES.search(untemplated)):
         try:
@@ -211,8 +212,9 @@ def scan_plaintext(text: str, path: str) -> list[str]:
             documents = []  # not ours to judge: the promotion reports bad patches
         for doc in documents:
             fields = _json6902_secrets(doc) if isinstance(doc, list) else _talos_secrets(doc, "", "")
-            findings.extend(f"{path}: Talos secret field {field} is plaintext (secrets belong only in "
-                            f"the encrypted artefacts; git rm --cached {path})" for field in fields)
+            findings.extend(f"{path}: Talos secret field {field} is plaintext: {carriers.move_advice(path, field)}"
+                            for field in fields)
+    findings.extend(carriers.scan_plaintext(text, path))  # secret carriers (environment, inline Secrets)
     if not findings and PRIVATE_KEY.search(text):
         findings.append(f"{path}: holds a private key in plaintext (git rm --cached {path})")
     return findings
@@ -313,6 +315,8 @@ def inspect_encrypted_dir(root: Path, trusted: Mapping[str, str] | None = None) 
         text = _read_text(root, rel)
         scans[rel] = ArtefactScan([f"{rel}: not a SOPS file (binary)"], ()) if text is None \
             else inspect_artefact(text, rel)
+        if text is not None:
+            scans[rel].findings.extend(carriers.scan_artefact(text, rel))
     return scans
 
 
@@ -399,6 +403,7 @@ def scan_index(root: Path, worktree: bool = True) -> list[str]:
                 findings.append(result)
         elif inside:
             findings.extend(f"{line}{where}" for line in scan_artefact(text, item.path))
+            findings.extend(f"{line}{where}" for line in carriers.scan_artefact(text, item.path))
         elif not PLAINTEXT_NAMES.search(item.path):
             findings.extend(f"{line}{where}" for line in scan_plaintext(text, item.path))
 
@@ -531,6 +536,8 @@ def check(root: Path, *, stale: bool = False, worktree: bool = True, inventory: 
         findings += notes(root)
         findings += scan_rules(root, scans)
         findings += scan_current(root, inventory, list(scans))
+    elif worktree:
+        findings = carriers.excuse_unused(findings, root)
     return list(dict.fromkeys(findings))
 
 

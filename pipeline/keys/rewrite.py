@@ -42,12 +42,17 @@ def _now() -> str:
 
 
 def artefacts(root: Path) -> list[str]:
-    """Repo-relative paths of every SOPS artefact: each ``encrypted/*.encrypted.yaml``, sorted."""
+    """Repo-relative paths of every SOPS artefact: each ``encrypted/*.encrypted.yaml``, sorted, then the
+    encrypted patches (``patches/**/*.sops.yaml``): rekey, rotate and drill cover them too."""
     folder = root / ENCRYPTED_DIR
-    if not folder.is_dir():
-        return []
-    return sorted(f"{ENCRYPTED_DIR}/{path.name}" for path in folder.glob(f"*{ARTEFACT_SUFFIX}")
-                  if path.is_file() and not path.name.startswith("."))
+    found = sorted(f"{ENCRYPTED_DIR}/{path.name}" for path in folder.glob(f"*{ARTEFACT_SUFFIX}")
+                   if path.is_file() and not path.name.startswith(".")) if folder.is_dir() else []
+    patches = root / "patches"
+    if patches.is_dir():
+        found += sorted(path.relative_to(root).as_posix() for pattern in ("*.sops.yaml", "*.sops.yml")
+                        for path in patches.rglob(pattern) if path.is_file() and not path.is_symlink()
+                        and not path.name.startswith("."))
+    return found
 
 
 def _documents(text: str) -> list[Any]:

@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
-from pipeline.layout import base_artefact, node_artefact
+from pipeline.layout import VARS_ARTEFACT, base_artefact, node_artefact
+from pipeline.promote import secrets
+from pipeline.sops.config import load_sops_config
+from pipeline.state import ledger
 from pipeline.state.ledger import Ledger, canonical, file_identity, sha256_bytes, sha256_file
 from pipeline.talos.inventory import Inventory, Node
 from pipeline.talos.patching import Patch, load_patch
@@ -43,13 +46,38 @@ def _parse_patch(text: str, source: str) -> Patch:
 
 
 def _patch_texts(inventory: Inventory, node: Node) -> list[tuple[str, str, str]]:
-    """``node``'s patch files as (source, file text, templated text), in order."""
+    """``node``'s patch files as (source, file text, templated text), in order.
+
+    An encrypted patch is decrypted in memory (not templated); a template that reads ``secrets``
+    gets the decrypted variables. Neither is ever written to disk.
+    """
     context = inventory.template_context(node)
     out = []
     for source in inventory.patches_for(node):
         text = _read_patch(inventory.root / source, source)
-        out.append((source, text, render_template(text, source, context)))
+        if secrets.is_sealed(text):
+            out.append((source, text, secrets.sealed_text(inventory.root, source)))
+        elif secrets.uses_secrets(text):
+            out.append((source, text, _render_with_secrets(inventory, node, text, source)))
+        else:
+            out.append((source, text, render_template(text, source, context)))
     return out
+
+
+def _render_with_secrets(inventory: Inventory, node: Node, text: str, source: str) -> str:
+    # Templated with stand-ins first: a template error then shows "(secret NAME)", never a value.
+    _placeholder_render(inventory, node, text, source)
+    values = secrets.vars_values(inventory.root)
+    try:
+        return render_template(text, source, inventory.template_context(node, secrets=values))
+    except PipelineError as error:
+        raise PipelineError("template error on a secret value (not shown)", path=source, line=error.line) from None
+
+
+def _placeholder_render(inventory: Inventory, node: Node, text: str, source: str) -> str:
+    """A template that reads ``secrets``, rendered keylessly with each name standing for itself."""
+    secrets.check_names(text, source, secrets.vars_names(inventory.root))
+    return render_template(text, source, inventory.template_context(node, secrets=secrets.placeholders(inventory.root)))
 
 
 def templated_patches(inventory: Inventory, node: Node) -> list[tuple[str, str]]:
@@ -98,16 +126,114 @@ def _read_patch(path: Path, source: str) -> str:
         raise PipelineError("patch file is not UTF-8 text", path=source) from None
 
 
+def _patch_line(patch: Patch) -> str:
+    return f"{patch.source} {sha256_bytes(canonical([patch.kind, list(patch.content)]))}"
+
+
+@lru_cache(maxsize=2)
+def _ledger_cached(path: str, inode: int, mtime_ns: int, size: int) -> Ledger:
+    with open(path, encoding="utf-8") as handle:
+        return ledger.parse_ledger(handle.read())
+
+
+def _recorded(root: Path) -> Ledger:
+    identity = file_identity(root / ledger.LEDGER_FILE)
+    return Ledger() if identity is None else _ledger_cached(str(root / ledger.LEDGER_FILE), *identity)
+
+
 def intent_inputs(inventory: Inventory, node: Node, patches: list[Patch] | None = None) -> list[str]:
     """Named digests of everything ``node``'s rendered config depends on, in order.
 
     Patches count as parsed, templated documents, so a comment-only edit changes nothing here.
+    Keyless, also for the secrets a user brings: a template that reads ``secrets`` counts as
+    rendered with stand-ins, plus one keyed digest per variable it reads; an encrypted patch counts
+    as the keyed digest of its decrypted documents. Keyed digests come from the ledger while the
+    encrypted files are the ones it recorded (else: a one-line "changed since promoted" error,
+    unless this process decrypted them for a render).
     """
-    if patches is None:
-        patches = load_node_patches(inventory, node)
+    root = inventory.root
+    sources = inventory.patches_for(node)
+    given = list(patches) if patches is not None and len(patches) == len(sources) else None
     inputs = _head_inputs(inventory, node)
-    inputs.extend(f"{patch.source} {sha256_bytes(canonical([patch.kind, list(patch.content)]))}" for patch in patches)
+    used: dict[str, None] = {}
+    context: dict[str, Any] | None = None
+    for index, source in enumerate(sources):
+        text = _read_patch(root / source, source)
+        if secrets.is_sealed(text):
+            inputs.append(f"{source} {secrets.sealed_digest(root, source, _recorded(root))}")
+        elif secrets.uses_secrets(text):
+            names, whole = secrets.used_names(text)
+            used.update(dict.fromkeys(secrets.vars_names(root) if whole else (name for name, _line in names)))
+            inputs.append(_patch_line(_parse_patch(_placeholder_render(inventory, node, text, source), source)))
+        elif given is not None:
+            inputs.append(_patch_line(given[index]))
+        else:
+            context = context or inventory.template_context(node)
+            inputs.append(_patch_line(_parse_patch(render_template(text, source, context), source)))
+    if used:
+        digests = secrets.name_digests(root, _recorded(root))
+        inputs.extend(f"secrets.{name} {digests.get(name, 'missing')}" for name in sorted(used))
     return inputs
+
+
+def secret_sources(inventory: Inventory, node: Node) -> tuple[list[str], bool]:
+    """``node``'s encrypted patches, and whether any of its templates reads ``secrets`` (keyless)."""
+    sealed, uses = [], False
+    for source in inventory.patches_for(node):
+        text = _read_patch(inventory.root / source, source)
+        if secrets.is_sealed(text):
+            sealed.append(source)
+        elif secrets.uses_secrets(text):
+            uses = True
+    return sealed, uses
+
+
+def refresh_secret_digests(inventory: Inventory) -> list[str]:
+    """Before a promotion: record keyed digests of changed encrypted sources some node uses (needs the key)."""
+    sealed: list[str] = []
+    uses = False
+    for node in inventory.nodes.values():
+        try:
+            node_sealed, node_uses = secret_sources(inventory, node)
+        except PipelineError:
+            continue  # the node's render reports it
+        sealed += node_sealed
+        uses = uses or node_uses
+    if not sealed and not uses:
+        return []
+    return secrets.refresh(inventory.root, sealed, uses)
+
+
+def user_secret_values(inventory: Inventory) -> set[str]:
+    """Every value of the user's own secrets the nodes use (decrypted in memory): what reports must never show."""
+    values: set[str] = set()
+    for node in inventory.nodes.values():
+        for taint in _taints(inventory, node):
+            if len(taint.value) >= 4:
+                values.add(taint.value)
+    return values
+
+
+def _taints(inventory: Inventory, node: Node) -> list[secrets.Taint]:
+    root = inventory.root
+    taints: list[secrets.Taint] = []
+    for source in inventory.patches_for(node):
+        text = _read_patch(root / source, source)
+        if secrets.is_sealed(text):
+            taints += secrets.sealed_taints(root, source)
+        elif secrets.uses_secrets(text):
+            names, whole = secrets.used_names(text)
+            values = secrets.vars_values(root)
+            taints += secrets.var_taints(values, list(values) if whole else [name for name, _ in names], source)
+    return taints
+
+
+def check_secret_landing(inventory: Inventory, node: Node, documents: list[Any]) -> None:
+    """Refuse ``node``'s rendered documents if a value from ``secrets.`` or an encrypted patch sits where
+    the artefact's creation rule leaves plaintext (one line: patch and dotted path, never the value)."""
+    taints = _taints(inventory, node)
+    if taints:
+        secrets.check_landing(documents, taints, load_sops_config(inventory.root), node_artefact(inventory, node))
 
 
 def _head_inputs(inventory: Inventory, node: Node) -> list[str]:
@@ -131,7 +257,11 @@ def source_digest(inventory: Inventory, node: Node, texts: list[tuple[str, str]]
     if texts is None:
         texts = [(source, _read_patch(inventory.root / source, source)) for source in inventory.patches_for(node)]
     head = _head_inputs(inventory, node) if head is None else head
-    return sha256_bytes(canonical(["sources v1", head, inventory.template_context(node), texts]))
+    parts: list[Any] = ["sources v1", head, inventory.template_context(node), texts]
+    if any(secrets.uses_secrets(text) for _source, text in texts):
+        # The variables' ciphertext (and the ledger's digests of it) are sources too.
+        parts.append(["secrets", sha256_file(inventory.root / VARS_ARTEFACT)])
+    return sha256_bytes(canonical(parts))
 
 
 def intent_digest(inventory: Inventory, node: Node, patches: list[Patch] | None = None) -> str:

@@ -13,7 +13,14 @@ from typing import Any
 from pipeline.errors import PipelineError
 from pipeline.layout import RENDERED_DIR, base_artefact, node_artefact, rendered_path
 from pipeline.promote import talosctl
-from pipeline.promote.intent import _base_digest, _parse_patch, _patch_texts, intent_inputs, source_digest
+from pipeline.promote.intent import (
+    _base_digest,
+    _parse_patch,
+    _patch_texts,
+    check_secret_landing,
+    intent_inputs,
+    source_digest,
+)
 from pipeline.sops import runner as sops
 from pipeline.sops.config import SOPS_CONFIG, SopsConfig, parse_sops_config
 from pipeline.state import ledger
@@ -75,6 +82,7 @@ def render_node(inventory: Inventory, node: Node) -> Rendered:
     else:
         documents = apply_patches(base, patches)
     validate_machine_config(documents, f"node {node.name}")
+    check_secret_landing(inventory, node, documents)  # values from encrypted sources stay encrypted
     return Rendered(documents, dump_documents(documents), inputs, source)
 
 

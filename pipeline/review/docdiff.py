@@ -12,10 +12,10 @@ from difflib import SequenceMatcher
 from typing import Any
 
 from pipeline.guard.scan import PRIVATE_KEY
-from pipeline.sops.config import SENSITIVE_FIELDS
+from pipeline.sops.config import CARRIER_FIELDS, SENSITIVE_FIELDS
 from pipeline.state import ledger
 
-_SENSITIVE = frozenset(SENSITIVE_FIELDS)
+_SENSITIVE = frozenset((*SENSITIVE_FIELDS, *CARRIER_FIELDS))  # carriers: environment, inline manifests
 _MAX_VALUE = 80
 Segment = str | int
 

@@ -25,6 +25,7 @@ from pipeline.errors import PipelineError
 from pipeline.layout import base_artefact, node_artefact
 from pipeline.promote import bootstrap, intent
 from pipeline.promote.intent import intent_inputs
+from pipeline.promote.secrets import SecretsChanged
 from pipeline.state.ledger import Ledger, load_ledger, sha256_file
 from pipeline.talos.inventory import INVENTORY_FILE, Inventory, load_inventory
 
@@ -103,6 +104,8 @@ def _node_state(inventory: Inventory, record: Ledger, graph: TaskGraph, name: st
     node = inventory.nodes[name]
     try:
         inputs = intent_inputs(inventory, node)
+    except SecretsChanged as error:  # encrypted variables or patch changed: a key holder's doit redoes it
+        return WILL_RUN, f"{name}: {error}"
     except PipelineError as error:
         if error.path and _file_id(error.path) in graph.nodes:
             culprit = graph.nodes[_file_id(error.path)]

@@ -17,7 +17,7 @@ import yaml
 from pipeline.errors import PipelineError
 from pipeline.layout import SECRETS_ARTEFACT, base_artefact, node_artefact
 from pipeline.promote import bootstrap
-from pipeline.promote.intent import describe_trigger, intent_inputs, is_current, load_node_patches
+from pipeline.promote.intent import describe_trigger, intent_inputs, is_current, load_node_patches, user_secret_values
 from pipeline.promote.render import render_node
 from pipeline.review.docdiff import Change, Redactor, added, diff_documents
 from pipeline.review.verify import decrypt_many
@@ -105,6 +105,7 @@ def make_plan(root: Path) -> Plan:
         raise failed
     bundle = yaml.load(str(plain.pop(SECRETS_ARTEFACT)), Loader=_LOADER)
     plan.redactor = Redactor.from_bundle(bundle)
+    plan.redactor.secrets |= user_secret_values(inventory)  # `secrets.` variables and encrypted patches
     bases: dict[str, list[Any]] = {}
     if regenerated:
         from pipeline.talos.secrets_bundle import validate_bundle  # cryptography: only when a base is regenerated

@@ -36,12 +36,21 @@ SENSITIVE_FIELDS = (
     "passphrase",
     "apiToken",
 )
-ENCRYPTED_REGEX = "^(" + "|".join(SENSITIVE_FIELDS) + ")$"
+# Keys that carry secrets in their values whatever the value's shape: an ExtensionServiceConfig's
+# `environment` (TS_AUTHKEY=...), an inline manifest's `contents` (a Kubernetes Secret). Encrypted by
+# the generated rules; the keyless guard (guard/carriers.py) knows them too.
+CARRIER_FIELDS = ("environment", "contents")
+ENCRYPTED_REGEX = "^(" + "|".join((*SENSITIVE_FIELDS, *CARRIER_FIELDS)) + ")$"
 
 # Whole-file artefacts: every value is secret (the bundle) or a credential (talosctl client config).
 _WHOLE_FILE_RULE = r"(^|.*/)(secrets|talosconfig)(\.encrypted)?\.ya?ml$"
 # Machine configs: the seed's base names, plus every artefact under encrypted/ (the per-node ones).
 _MACHINE_RULES = (r"(^|.*/)(controlplane|worker)(\.encrypted)?\.ya?ml$", r"(^|.*/)encrypted/[^/]+\.ya?ml$")
+# The user's secret template variables: whole file (before the encrypted/ rule, which would match it).
+VARS_RULE = r"(^|.*/)encrypted/vars\.encrypted\.ya?ml$"
+# Encrypted patches (`sops edit patches/NAME.sops.yaml`): structure readable, sensitive fields and carriers
+# encrypted, as in machine configs; what lands in a node artefact lands under the same key names.
+PATCH_RULE = r"(^|.*/)patches/.*\.sops\.ya?ml$"
 
 
 @dataclass(frozen=True)
@@ -136,18 +145,18 @@ def render_sops_config(recipients: Sequence[str]) -> str:
     if not recipients:
         raise ValueError("at least one recipient is required")
     age = ",".join(recipients)
-    rules: list[dict[str, Any]] = [{"path_regex": _WHOLE_FILE_RULE, "age": age}]
+    rules: list[dict[str, Any]] = [{"path_regex": _WHOLE_FILE_RULE, "age": age}, {"path_regex": VARS_RULE, "age": age}]
     rules.extend(
         {"path_regex": regex, "encrypted_regex": ENCRYPTED_REGEX, "mac_only_encrypted": True, "age": age}
-        for regex in _MACHINE_RULES
+        for regex in (*_MACHINE_RULES, PATCH_RULE)
     )
     body = yaml.safe_dump({"creation_rules": rules}, sort_keys=False, width=4096)
     return (
         f"{GENERATED_HEADER} from cluster.yaml's recipients (or the key bootstrap found).\n"
         "# Remove this header to take ownership: the pipeline then only reads this file.\n"
-        "# Whole-file encryption for the secrets bundle and talosconfig; machine configs keep their\n"
-        "# structure readable and encrypt every sensitive Talos field (mac_only_encrypted lets plain\n"
-        "# fields be edited without breaking the MAC).\n"
+        "# Whole-file encryption for the secrets bundle, talosconfig and your secret variables; machine\n"
+        "# configs and encrypted patches keep their structure readable and encrypt every sensitive Talos\n"
+        "# field and secret carrier (mac_only_encrypted lets plain fields be edited without breaking the MAC).\n"
         f"{body}"
     )
 

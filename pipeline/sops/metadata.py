@@ -18,7 +18,7 @@ from pipeline.sops.config import SENSITIVE_FIELDS
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-WHOLE_FILE_ARTEFACTS = ("secrets.encrypted.yaml", "talosconfig.encrypted.yaml")
+WHOLE_FILE_ARTEFACTS = ("secrets.encrypted.yaml", "talosconfig.encrypted.yaml", "vars.encrypted.yaml")
 
 
 # Certificates are public; everything else in the sensitive set must be ciphertext in git.

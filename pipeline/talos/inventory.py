@@ -81,10 +81,17 @@ class Inventory:
         names = [*self.shared_patches, *self.role_patches.get(node.role, ()), *node.patches]
         return [f"{PATCH_DIR}/{name}" for name in names]
 
-    def template_context(self, node: Node) -> dict[str, Any]:
-        """What a patch template sees: `cluster`, `node` and `vars` (node vars override global ones)."""
+    def template_context(self, node: Node, secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What a patch template sees: `cluster`, `node` and `vars` (node vars override global ones).
+
+        ``secrets``: the decrypted template variables, given only to a template that reads them
+        (so the vars file is decrypted only when some patch uses it).
+        """
         merged = {**self.vars, **node.vars}
-        return {"cluster": dict(self.cluster.raw), "node": node.context(), "vars": merged}
+        context = {"cluster": dict(self.cluster.raw), "node": node.context(), "vars": merged}
+        if secrets is not None:
+            context["secrets"] = dict(secrets)
+        return context
 
     def artefact_name(self, node: Node | str) -> str:
         """`<cluster>-<node>`, the stem of the rendered file and the encrypted artefact."""

@@ -17,6 +17,7 @@ from pipeline.guard import scan as guard
 from pipeline.layout import RENDERED_DIR
 from pipeline.promote import bootstrap as bootstrap_stage
 from pipeline.promote import encrypt as encrypting
+from pipeline.promote import intent
 from pipeline.promote import render as rendering
 from pipeline.promote import stage as staging
 from pipeline.state import stamp
@@ -105,6 +106,8 @@ def task_preflight() -> TaskDict:
         if findings:
             more = f" (+{len(findings) - 5} more)" if len(findings) > 5 else ""
             raise PipelineError("; ".join(findings[:5]) + more)
+        if intent.refresh_secret_digests(inventory):  # your own secrets changed: ledger digests first
+            sessions.current().forget_parsed()
 
     return {"actions": [action(run)], "task_dep": ["bootstrap"], "doc": doc, "verbosity": 2}
 

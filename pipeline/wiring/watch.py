@@ -47,7 +47,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from pipeline.errors import PipelineError
-from pipeline.layout import ENCRYPTED_DIR, SECRETS_ARTEFACT, TALOSCONFIG_ARTEFACT, base_artefact
+from pipeline.layout import ENCRYPTED_DIR, SECRETS_ARTEFACT, TALOSCONFIG_ARTEFACT, VARS_ARTEFACT, base_artefact
 from pipeline.promote import stage as staging
 from pipeline.sops.config import SOPS_CONFIG
 from pipeline.talos.inventory import INVENTORY_FILE, PATCH_DIR, ROLES, load_inventory
@@ -56,7 +56,7 @@ from pipeline.wiring.entry import PromotionRun
 
 # Only changes count: watchdog 7 also reports `opened` and `closed_no_write` for a plain read.
 TRIGGERING_EVENTS = frozenset({"created", "modified", "moved", "deleted"})
-BASE_ARTEFACTS = (SECRETS_ARTEFACT, *(base_artefact(role) for role in ROLES), TALOSCONFIG_ARTEFACT)
+BASE_ARTEFACTS = (SECRETS_ARTEFACT, *(base_artefact(role) for role in ROLES), TALOSCONFIG_ARTEFACT, VARS_ARTEFACT)
 ROOT_INPUTS = (INVENTORY_FILE, SOPS_CONFIG)
 # Filtered where the events are made too, when this watchdog can (fewer wake-ups on our own reads).
 _EVENT_FILTER: list[type[FileSystemEvent]] | None = (
