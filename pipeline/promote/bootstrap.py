@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -135,9 +137,22 @@ def _validated_bases(inventory: Inventory, bundle: dict, roles: list[str]) -> di
     out = {}
     for role in roles:
         documents = generate_base(role, bundle, params)
-        validate_machine_config(documents, INVENTORY_FILE)
+        validate_machine_config(_with_install_target(documents), INVENTORY_FILE)
         out[role] = dump_documents(documents)
     return out
+
+
+def _with_install_target(documents: list[Any]) -> list[Any]:
+    """A copy of base documents with an install disk where none is set: nodes' patches may give one
+    (talhelper's per-node installDisk), so the base is judged on what cluster.yaml decides."""
+    checked = copy.deepcopy(documents)
+    for doc in checked:
+        if isinstance(doc, dict) and not doc.get("kind") and isinstance(doc.get("machine"), dict):
+            install = doc["machine"].setdefault("install", {}) or {}
+            if isinstance(install, dict) and not (install.get("disk") or install.get("diskSelector")):
+                install["disk"] = "/dev/set-by-node-patches"
+                doc["machine"]["install"] = install
+    return checked
 
 
 def hand_made_rule_problems(inventory: Inventory) -> list[str]:
