@@ -321,6 +321,17 @@ def test_guard_flags_carriers_and_advises_a_move_never_git_rm(form1_repo: Repo) 
     # No node uses it: a promotion is not blocked (check still reports it, above).
     promote = repo.doit()
     assert promote.returncode == 0, out(promote)
+    # A credential among cluster.yaml's vars: refused, with the command that moves it.
+    inventory = repo.path / "cluster.yaml"
+    inventory.write_text(inventory.read_text().replace("  gateway: 192.168.1.1", "  gateway: 192.168.1.1\n"
+                                                       "  api_token: PlainVarToken0001"))
+    repo.git("add", "cluster.yaml")
+    check = repo.doit("check")
+    assert ("cluster.yaml: vars.api_token looks like a secret in plaintext: move it to the encrypted variables: "
+            "doit secrets set api_token (value on stdin), then write {{ secrets.api_token }} where "
+            "{{ vars.api_token }} was") in out(check), out(check)
+    assert "PlainVarToken" not in out(check)
+    repo.git("checkout", "HEAD", "--", "cluster.yaml")
     # The pre-commit hook (what is staged) refuses it.
     hook = repo.doit("hooks")
     assert hook.returncode == 0
