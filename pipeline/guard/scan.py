@@ -251,13 +251,14 @@ def scan_secrets_bundle(root: Path, bundle: bytes | None, record: Ledger, where:
     now = ledger.sha256_bytes(bundle)
     if now == recorded:
         return []
+    # A rotation (new data key) or an adoption (`doit import --replace`: another cluster's identity) is deliberate.
     rotated = any(isinstance(item, dict) and item.get("artefact") == SECRETS_ARTEFACT and item.get("to") == now
-                  for item in record.rotations)
+                  for item in [*record.rotations, *record.adoptions])
     if rotated or _same_payload_as_head(root, recorded, bundle):
         return []
     return [f"{SECRETS_ARTEFACT}{where}: the secrets bundle changed (ledger records {recorded[:19]}..., "
             f"now {now[:19]}...) and no deliberate rotation is recorded: existing secrets must never be "
-            f"regenerated; {restore}, or rotate with doit rotate"]
+            f"regenerated; {restore}, rotate with doit rotate, or adopt another with doit import --replace"]
 
 
 def _same_payload_as_head(root: Path, recorded: str, bundle: bytes) -> bool:

@@ -10,14 +10,15 @@ from pathlib import Path
 import yaml
 
 from pipeline.errors import PipelineError
-from pipeline.layout import ENCRYPTED_DIR, SECRETS_ARTEFACT, TALOSCONFIG_ARTEFACT, base_artefact
+from pipeline.layout import ENCRYPTED_DIR, SECRETS_ARTEFACT, TALOSCONFIG_ARTEFACT, base_artefact, node_artefact
 from pipeline.promote import talosctl
 from pipeline.sops import identities as keys
 from pipeline.sops import runner as sops
-from pipeline.sops.config import SOPS_CONFIG, load_sops_config, render_sops_config
-from pipeline.state import ledger
+from pipeline.sops.config import SOPS_CONFIG, hand_made_problems, load_sops_config, render_sops_config
+from pipeline.state import git, ledger
 from pipeline.talos.baseconfig import ClusterParams, dump_documents, generate_base, generate_talosconfig
-from pipeline.talos.inventory import ROLES, Inventory
+from pipeline.talos.inventory import INVENTORY_FILE, ROLES, Inventory
+from pipeline.talos.validation import validate_machine_config
 
 
 @dataclass
@@ -26,6 +27,34 @@ class BootstrapReport:
 
     made: list[str] = field(default_factory=list)
     new_key: str | None = None
+    new_cluster: bool = False
+
+
+NEW_CLUSTER_FLAG = "doit bootstrap --new-cluster"
+
+
+def lost_bundle(root: Path) -> str | None:
+    """Why a missing secrets bundle must not be generated anew (None: it never existed here).
+
+    The bundle is the cluster's identity: every machine's certificates and tokens derive from it,
+    and a new one is a new cluster that none of the running nodes will trust. When git history
+    (HEAD or any other commit) or the ledger shows this repository had one, it was lost, not never
+    made: the answer names the command that brings it back.
+    """
+    if (root / SECRETS_ARTEFACT).is_file():
+        return None
+    rev = git.last_revision_holding(root, SECRETS_ARTEFACT)
+    if rev is not None:
+        return (f"missing, but git history holds it: restore it with `git checkout {rev} -- {SECRETS_ARTEFACT}` "
+                f"(a new bundle is a new cluster: only `{NEW_CLUSTER_FLAG}` makes one)")
+    try:
+        recorded = ledger.load_ledger(root).bases.get("secrets")
+    except PipelineError:
+        recorded = None
+    if recorded:
+        return (f"missing, but {ledger.LEDGER_FILE} records one ({recorded[:19]}...): restore it from your backup "
+                f"(a new bundle is a new cluster: only `{NEW_CLUSTER_FLAG}` makes one)")
+    return None
 
 
 def cluster_params(inventory: Inventory) -> ClusterParams:
@@ -96,10 +125,44 @@ def _encrypt_to(root: Path, artefact: str, text: str) -> None:
     ledger.atomic_write(root / artefact, ciphertext)
 
 
-def bootstrap(inventory: Inventory) -> BootstrapReport:
-    """Make whatever is missing, in dependency order; never overwrite an existing secret."""
+def _validated_bases(inventory: Inventory, bundle: dict, roles: list[str]) -> dict[str, str]:
+    """The base configs for ``roles``, generated and validated in memory before any of them is written.
+
+    A bad endpoint (or any other inventory value Talos would refuse) stops here, with every committed
+    base config as it was, instead of after they were replaced.
+    """
+    params = cluster_params(inventory)
+    out = {}
+    for role in roles:
+        documents = generate_base(role, bundle, params)
+        validate_machine_config(documents, INVENTORY_FILE)
+        out[role] = dump_documents(documents)
+    return out
+
+
+def hand_made_rule_problems(inventory: Inventory) -> list[str]:
+    """What a hand-made `.sops.yaml` lacks for this pipeline's artefacts (none for a generated one)."""
+    config = load_sops_config(inventory.root)
+    if config is None or config.generated:
+        return []
+    return hand_made_problems(config, [node_artefact(inventory, node) for node in inventory.nodes.values()])
+
+
+def prepare(inventory: Inventory) -> BootstrapReport:
+    """The age identity and `.sops.yaml` (each made only when missing) and encrypted/: what encrypting needs.
+
+    A hand-made `.sops.yaml` with no rule for an artefact this pipeline writes stops here, with one
+    line per problem and its fix on stderr, before anything is made.
+    """
     root = inventory.root
     report = _require_identity(root, tuple(r.key for r in inventory.recipients))
+    problems = hand_made_rule_problems(inventory)
+    if any("no creation rule" in line for line in problems):
+        for line in problems:
+            print(line, file=sys.stderr)
+        raise PipelineError(f"{len(problems)} problem(s) above: fix each as it says, or let "
+                            "`doit import --adopt-rules` replace the rules (it shows the change first)",
+                            path=SOPS_CONFIG)
     if not (root / SOPS_CONFIG).is_file():
         recipients = [r.key for r in inventory.recipients]
         if not recipients:
@@ -111,6 +174,26 @@ def bootstrap(inventory: Inventory) -> BootstrapReport:
         (root / SOPS_CONFIG).write_text(render_sops_config(recipients), encoding="utf-8")
         report.made.append(SOPS_CONFIG)
     (root / ENCRYPTED_DIR).mkdir(exist_ok=True)
+    return report
+
+
+def bootstrap(inventory: Inventory, *, new_cluster: bool = False) -> BootstrapReport:
+    """Make whatever is missing, in dependency order; never overwrite an existing secret.
+
+    A secrets bundle that git history (or the ledger) shows this repository had is never made anew:
+    the run stops with the command that restores it. ``new_cluster`` (`doit bootstrap --new-cluster`)
+    is the one way to a new bundle where none is, and with it new base configs and talosconfig.
+    """
+    root = inventory.root
+    lost = lost_bundle(root)
+    if new_cluster:
+        if (root / SECRETS_ARTEFACT).is_file():
+            raise PipelineError("a secrets bundle exists: --new-cluster only makes one where none is "
+                                "(`doit rotate` changes the encryption, never the cluster)", path=SECRETS_ARTEFACT)
+    elif lost is not None:
+        raise PipelineError(lost, path=SECRETS_ARTEFACT)
+    report = prepare(inventory)
+    report.new_cluster = new_cluster
 
     use_talosctl = inventory.renderer == "talosctl"
     if use_talosctl:
@@ -124,14 +207,23 @@ def bootstrap(inventory: Inventory) -> BootstrapReport:
 
             bundle = generate_bundle(inventory.cluster.talos_version)
         # The bundle reaches sops on stdin: its plaintext never touches the disk.
+        if not use_talosctl:
+            # Checked before the bundle is written: a bad endpoint leaves the repository as it was.
+            _validated_bases(inventory, bundle, list(ROLES))
         _encrypt_to(root, SECRETS_ARTEFACT, yaml.safe_dump(bundle, sort_keys=False))
         report.made.append(SECRETS_ARTEFACT)
     # The bundle's ciphertext digest, recorded on first sight and never replaced here: `doit check`
-    # flags any later change that the ledger's `rotations` does not record as deliberate.
+    # flags any later change that the ledger's `rotations` does not record as deliberate. A new
+    # cluster is the one deliberate replacement, and it says so.
     with ledger.updating(root) as record:
+        if new_cluster:
+            record.bases["secrets"] = ledger.sha256_file(root / SECRETS_ARTEFACT)
         record.bases.setdefault("secrets", ledger.sha256_file(root / SECRETS_ARTEFACT))
 
     todo = [path for path in missing(inventory) if path not in (SOPS_CONFIG, SECRETS_ARTEFACT)]
+    if new_cluster:
+        # The old base configs and talosconfig hold the old cluster's secrets: they go with it.
+        todo = [*dict.fromkeys([*todo, *(base_artefact(role) for role in ROLES), TALOSCONFIG_ARTEFACT])]
     if todo:
         if bundle is None:
             bundle = yaml.safe_load(sops.decrypt(SECRETS_ARTEFACT, root))
@@ -142,10 +234,10 @@ def bootstrap(inventory: Inventory) -> BootstrapReport:
         if use_talosctl:
             _bootstrap_with_talosctl(inventory, bundle, todo, report)
             todo = []
-        for role in ROLES:
-            if base_artefact(role) in todo:
-                _encrypt_to(root, base_artefact(role), dump_documents(generate_base(role, bundle, params)))
-                report.made.append(base_artefact(role))
+        texts = _validated_bases(inventory, bundle, [role for role in ROLES if base_artefact(role) in todo])
+        for role, text in texts.items():
+            _encrypt_to(root, base_artefact(role), text)
+            report.made.append(base_artefact(role))
         if TALOSCONFIG_ARTEFACT in todo:
             talosconfig = generate_talosconfig(bundle, params, _endpoints(inventory))
             _encrypt_to(root, TALOSCONFIG_ARTEFACT, yaml.safe_dump(talosconfig, sort_keys=False))
@@ -155,7 +247,23 @@ def bootstrap(inventory: Inventory) -> BootstrapReport:
                 record.bases["params"] = params_digest(inventory)
     if report.new_key:
         announce_new_key(report.new_key)
+    if new_cluster:
+        announce_new_cluster()
     return report
+
+
+def announce_new_cluster() -> None:
+    """Tell the user, loudly, that this repository now describes a different cluster."""
+    bar = "!" * 72
+    print(
+        f"{bar}\n"
+        f"A NEW CLUSTER IDENTITY was generated: {SECRETS_ARTEFACT}, the base configs and talosconfig.\n"
+        "Nodes already installed from the old bundle will NOT accept configs made from this one: it is\n"
+        "for a cluster you are about to install (or reinstall). If you meant to recover the old one,\n"
+        "discard these files and restore the old bundle from git history or your backup instead.\n"
+        f"{bar}",
+        file=sys.stderr,
+    )
 
 
 def _bootstrap_with_talosctl(inventory: Inventory, bundle: dict, todo: list[str], report: BootstrapReport) -> None:

@@ -15,6 +15,7 @@ from pipeline.promote.render import _in_worker_process, _rendered_facts, _rule_s
 from pipeline.sops import metadata
 from pipeline.sops import runner as sops
 from pipeline.state import ledger
+from pipeline.state.integrity import verify_ciphertext
 from pipeline.state.journal import journal_entry, journaled_entry
 from pipeline.state.ledger import LEDGER_FILE, Ledger, file_identity, sha256_file
 from pipeline.talos.inventory import Inventory, Node
@@ -175,6 +176,7 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
         if findings:
             raise PipelineError(f"sops output failed the guard, artefact left as it was: {findings[0]}",
                                 path=artefact)
+        verify_ciphertext(ciphertext, artefact, plain, rendered_path(inventory, node), digest, shape)
         # Synced before the ledger records it (flush_ledger), in one batch at the end of the run; a
         # `doit -n N` worker syncs its own artefacts as it goes, in parallel, off that serial tail.
         ledger.atomic_write(root / artefact, ciphertext, durable=_in_worker_process())

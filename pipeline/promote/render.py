@@ -100,7 +100,7 @@ def write_plaintext(path: Path, text: str) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         try:
-            os.write(fd, text.encode())
+            ledger.write_all(fd, text.encode())  # a short write (full disk) raises
         finally:
             os.close(fd)
         os.chmod(tmp, 0o600)

@@ -172,3 +172,85 @@ def sops_config_outdated(inventory: Inventory) -> bool:
     except PipelineError:
         return False
     return bool(wanted) and config is not None and config.generated and config.text != render_sops_config(wanted)
+
+
+# --- a hand-made `.sops.yaml` (the seed's manual procedure) ------------------------------------
+
+# What each artefact kind needs from its rule, and the rule that gives it (render_sops_config's).
+_NEEDED_RULES = (
+    ("talosconfig", "encrypted/talosconfig.encrypted.yaml", {"path_regex": _WHOLE_FILE_RULE}),
+    ("secrets bundle", "encrypted/secrets.encrypted.yaml", {"path_regex": _WHOLE_FILE_RULE}),
+    ("base configs", "encrypted/controlplane.encrypted.yaml",
+     {"path_regex": _MACHINE_RULES[0], "encrypted_regex": ENCRYPTED_REGEX, "mac_only_encrypted": True}),
+)
+
+
+def _flow(rule: dict[str, Any]) -> str:
+    """One creation rule as a one-line YAML flow mapping (what the user pastes); regexes single-quoted."""
+    def scalar(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return "'" + str(value).replace("'", "''") + "'"
+
+    return "{" + ", ".join(f"{key}: {scalar(value)}" for key, value in rule.items()) + "}"
+
+
+def missed_fields(rule: CreationRule) -> list[str]:
+    """The SENSITIVE_FIELDS names that ``rule`` would leave in plaintext (empty: whole file, or all covered).
+
+    Each name is tested against the rule's own ``encrypted_regex`` (or ``unencrypted_regex``) as sops
+    tests a key: a search, not a full match. Suffix-based rules are judged by their suffix.
+    """
+    raw = rule.raw
+    if raw.get("encrypted_regex") is not None:
+        try:
+            pattern = re.compile(str(raw["encrypted_regex"]))
+        except re.error:
+            return list(SENSITIVE_FIELDS)
+        return [name for name in SENSITIVE_FIELDS if not pattern.search(name)]
+    if raw.get("unencrypted_regex") is not None:
+        try:
+            pattern = re.compile(str(raw["unencrypted_regex"]))
+        except re.error:
+            return []
+        return [name for name in SENSITIVE_FIELDS if pattern.search(name)]
+    if raw.get("encrypted_suffix") is not None:
+        return [name for name in SENSITIVE_FIELDS if not name.endswith(str(raw["encrypted_suffix"]))]
+    if raw.get("unencrypted_suffix") is not None:
+        return [name for name in SENSITIVE_FIELDS if name.endswith(str(raw["unencrypted_suffix"]))]
+    return []
+
+
+def hand_made_problems(config: SopsConfig, node_artefacts: Sequence[str]) -> list[str]:
+    """What a hand-made `.sops.yaml` lacks for this pipeline: one line per problem, each with its fix.
+
+    A missing rule for the talosconfig, the secrets bundle, the base configs or the per-node
+    artefacts (``node_artefacts``: their repo-relative paths), and each rule whose regex leaves a
+    sensitive Talos field in plaintext. A generated file has none of these problems by construction.
+    Recipients named in the fixes are the file's own.
+    """
+    age = ",".join(config.recipients()) or "age1..."
+    lines: list[str] = []
+    appended: list[str] = []
+    for what, path, rule in _NEEDED_RULES:
+        if config.rule_for(path) is None:
+            wanted = {**rule, "age": age}
+            lines.append(f"{SOPS_CONFIG}: no creation rule matches the {what} ({path}): append this rule to "
+                         f"creation_rules: {_flow(wanted)}")
+            appended.append(what)
+    missing_nodes = [path for path in node_artefacts if config.rule_for(path) is None]
+    if missing_nodes:
+        wanted = {"path_regex": _MACHINE_RULES[1], "encrypted_regex": ENCRYPTED_REGEX, "mac_only_encrypted": True,
+                  "age": age}
+        more = f" and {len(missing_nodes) - 1} more" if len(missing_nodes) > 1 else ""
+        after = " (after the rules above)" if appended else ""
+        lines.append(f"{SOPS_CONFIG}: no creation rule matches the per-node artefacts ({missing_nodes[0]}{more}): "
+                     f"append this rule as the last one{after}, since it matches every file under encrypted/: "
+                     f"{_flow(wanted)}")
+    for index, rule in enumerate(config.rules):
+        missed = missed_fields(rule)
+        if missed:
+            where = f"creation_rules[{index}]" + (f" ({rule.path_regex})" if rule.path_regex else "")
+            lines.append(f"{SOPS_CONFIG}: {where} leaves {', '.join(missed)} in plaintext: set its "
+                         f"encrypted_regex: '{ENCRYPTED_REGEX}'")
+    return lines

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,11 +67,41 @@ def find_identities() -> KeySearch:
     for path in files:
         looked.append(str(path))
         try:
-            keys.extend(public_keys_of(path.read_text(encoding="utf-8")))
+            found = public_keys_of(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError):
             continue
+        keys.extend(found)
+        if found:
+            warn_if_exposed(path)
     external = bool(os.environ.get("SOPS_AGE_KEY_CMD") or os.environ.get("SOPS_AGE_SSH_PRIVATE_KEY_FILE"))
     return KeySearch(tuple(dict.fromkeys(keys)), tuple(looked), external)
+
+
+_warned: set[str] = set()
+
+
+def exposure_warning(path: Path) -> str | None:
+    """One line when the key file at ``path`` is readable by its group or others (None: it is not)."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    return (f"warning: {path} holds an age secret key and is readable by group or others (mode {mode:04o}): "
+            f"chmod 600 {path}")
+
+
+def warn_if_exposed(path: Path) -> None:
+    """Print :func:`exposure_warning` to stderr, once per file per process.
+
+    A warning, not a refusal (unlike ssh): sops itself reads such a key without a word, and a
+    recovery from a backup that lost its modes must still be able to decrypt.
+    """
+    line = exposure_warning(path)
+    if line is not None and str(path) not in _warned:
+        _warned.add(str(path))
+        print(line, file=sys.stderr, flush=True)
 
 
 def new_identity_text(now: datetime | None = None) -> tuple[str, str]:
@@ -91,8 +123,14 @@ def write_identity(path: Path, overwrite: bool = False) -> str:
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
     fd = os.open(path, flags, 0o600)
     try:
-        os.write(fd, text.encode())
+        data = text.encode()
+        if os.write(fd, data) != len(data):  # a short write (full disk) must not leave half a key
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         os.fsync(fd)
+    except BaseException:
+        if not overwrite:
+            path.unlink(missing_ok=True)
+        raise
     finally:
         os.close(fd)
     os.chmod(path, 0o600)

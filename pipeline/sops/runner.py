@@ -90,14 +90,37 @@ def _explain(returncode: int, stderr: str, subject: str) -> PipelineError:
     return PipelineError(message, path=subject)
 
 
+TIMEOUT_ENV = "PROMOTE_SOPS_TIMEOUT"
+DEFAULT_TIMEOUT = 120.0  # seconds; a node's config takes ~30 ms, a whole rotation of a fleet's file well under this
+
+
+def sops_timeout() -> float:
+    """How long one sops run may take: PROMOTE_SOPS_TIMEOUT seconds (120 by default)."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_TIMEOUT
+    except ValueError:
+        raise PipelineError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+    return value if value > 0 else DEFAULT_TIMEOUT
+
+
 def run_sops(args: Sequence[str], root: Path, subject: str, stdin: bytes | None = None) -> bytes:
-    """Run sops with ``args`` in ``root`` (where .sops.yaml lives); return stdout or raise a one-line error."""
+    """Run sops with ``args`` in ``root`` (where .sops.yaml lives); return stdout or raise a one-line error.
+
+    A run that takes longer than :func:`sops_timeout` is killed (subprocess.run kills the child) and
+    reported in one line; the artefact it was writing for is left as it was.
+    """
     argv = [sops_binary(), *args]
     _log_run(argv)
+    timeout = sops_timeout()
     try:
-        result = subprocess.run(argv, cwd=root, input=stdin, capture_output=True, check=False, env=_child_env())
+        result = subprocess.run(argv, cwd=root, input=stdin, capture_output=True, check=False, env=_child_env(),
+                                timeout=timeout)
     except FileNotFoundError:
         raise PipelineError(f"sops binary not found at {argv[0]}") from None
+    except subprocess.TimeoutExpired:
+        raise PipelineError(f"sops took longer than {timeout:g} s and was stopped ({TIMEOUT_ENV} sets the limit)",
+                            path=subject) from None
     if result.returncode != 0:
         raise _explain(result.returncode, result.stderr.decode(errors="replace"), subject)
     return result.stdout

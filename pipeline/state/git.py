@@ -116,3 +116,25 @@ def git_path(root: Path, name: str) -> Path:
     """Where git keeps ``name`` (e.g. hooks/pre-commit), honouring core.hooksPath and worktrees."""
     out = _git(root, "rev-parse", "--git-path", name).stdout.decode().strip()
     return (root / out) if not Path(out).is_absolute() else Path(out)
+
+
+def last_revision_holding(root: Path, path: str) -> str | None:
+    """A revision whose tree holds ``path`` (HEAD first, then the newest commit of any branch), or None.
+
+    None also when ``root`` is not a git repository or git is missing: there is no history to ask.
+    """
+    try:
+        if not is_repository(root):
+            return None
+    except PipelineError:
+        return None
+    if _git(root, "cat-file", "-e", f"HEAD:{path}", check=False).returncode == 0:
+        return "HEAD"
+    # The newest commit that touched it, on any branch: it either holds the file or deleted it.
+    out = _git(root, "log", "--all", "--format=%H", "-n", "1", "--", path, check=False).stdout.decode().strip()
+    if len(out) != 40 or not all(char in "0123456789abcdef" for char in out):
+        return None  # git output is data too: only a commit id is put into a command for the user
+    for rev in (out, f"{out}^"):
+        if _git(root, "cat-file", "-e", f"{rev}:{path}", check=False).returncode == 0:
+            return rev[:12] + rev[40:]
+    return None

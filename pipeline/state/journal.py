@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
-from pipeline.layout import ENCRYPTED_DIR, RENDERED_DIR
+from pipeline.layout import RENDERED_DIR
 from pipeline.state import ledger
 from pipeline.state.ledger import sha256_file
 
@@ -24,7 +24,8 @@ from pipeline.state.ledger import sha256_file
 # skipped); and an artefact the ledger does not know is decrypted and compared, never re-encrypted
 # blindly. Appends and the merge hold the journal's flock; the merge unlinks a journal it has read,
 # and a writer that finds its journal unlinked opens a new one, so no entry is lost in between.
-_JOURNAL_PREFIX = ".ledger-journal."
+JOURNAL_PREFIX = ".ledger-journal."
+_JOURNAL_PREFIX = JOURNAL_PREFIX
 
 
 _journal: dict[str, tuple[int, int]] = {}  # repo root -> (pid, fd) of this process's journal
@@ -120,7 +121,8 @@ def flush_ledger(root: Path) -> None:
         for path in journals:
             for name, entry in _read_journal(path):
                 artefact = entry.get("artefact")
-                if isinstance(artefact, str) and artefact.startswith(f"{ENCRYPTED_DIR}/") \
+                # A journal is a file under rendered/: its paths get the ledger's confinement too.
+                if ledger.confined_artefact(root, artefact) is not None \
                         and sha256_file(root / artefact) == entry.get("artefact_sha256"):
                     record.nodes[name] = entry
                     merged.append(root / artefact)

@@ -9,17 +9,21 @@ which artefacts are current without a local doit database.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import hmac
 import json
 import os
+import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.layout import ENCRYPTED_DIR
 
 LEDGER_FILE = "encrypted/ledger.json"
 LOCK_FILE = ".promote-ledger.lock"
@@ -28,16 +32,19 @@ FORMAT_VERSION = 1
 
 @dataclass
 class Ledger:
-    """The ledger's content: per-node records, base artefact digests and deliberate rotations."""
+    """The ledger's content: per-node records, base artefact digests, deliberate rotations and adoptions."""
 
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     bases: dict[str, str] = field(default_factory=dict)
     rotations: list[dict[str, Any]] = field(default_factory=list)
+    adoptions: list[dict[str, Any]] = field(default_factory=list)  # `doit import`: deliberate new identities
 
     def to_text(self) -> str:
         """Stable JSON: sorted keys, one field per line, so git diffs stay per node."""
-        data = {"version": FORMAT_VERSION, "nodes": self.nodes, "bases": self.bases,
-                "rotations": self.rotations}
+        data: dict[str, Any] = {"version": FORMAT_VERSION, "nodes": self.nodes, "bases": self.bases,
+                                "rotations": self.rotations}
+        if self.adoptions:  # absent until the first import: older ledgers keep their bytes
+            data["adoptions"] = self.adoptions
         return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
 
@@ -93,7 +100,7 @@ def keyed_digest(documents: list[dict[str, Any]], extra: bytes = b"") -> str | N
 
 
 def parse_ledger(text: str, source: str = LEDGER_FILE) -> Ledger:
-    """Parse the ledger text; conflict markers and malformed JSON are one-line errors."""
+    """Parse the ledger text; conflict markers, malformed JSON and a wrong shape are one-line errors."""
     if "\n<<<<<<< " in "\n" + text or "\n>>>>>>> " in "\n" + text:
         raise PipelineError(
             "git conflict markers: take either side (git checkout --ours/--theirs), then run doit to re-promote",
@@ -102,10 +109,100 @@ def parse_ledger(text: str, source: str = LEDGER_FILE) -> Ledger:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise PipelineError(f"not valid JSON: {error.msg}", path=source, line=error.lineno) from None
+    except RecursionError:
+        raise PipelineError("not valid JSON: nested too deeply", path=source) from None
     if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
         raise PipelineError(f"unknown ledger format (expected version {FORMAT_VERSION})", path=source)
+    check_schema(data, source)
     return Ledger(nodes=dict(data.get("nodes") or {}), bases=dict(data.get("bases") or {}),
-                  rotations=list(data.get("rotations") or []))
+                  rotations=list(data.get("rotations") or []), adoptions=list(data.get("adoptions") or []))
+
+
+# The ledger is committed data: anyone who can push can write it. Every field the pipeline reads
+# is checked here, once, so no reader meets a string where it expects an entry, and no path in it
+# reaches outside encrypted/ (a removed node's `artefact` is unlinked by the next promotion).
+_ARTEFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.encrypted\.yaml$")
+_NODE_TEXT_FIELDS = ("intent", "artefact_sha256", "rendered")
+_ROTATION_TEXT_FIELDS = ("from", "to", "at", "finished", "deliberate")
+
+
+def is_artefact_path(value: Any) -> bool:
+    """Whether ``value`` is the repo-relative path of an artefact: `encrypted/<name>.encrypted.yaml`, nothing else."""
+    if not isinstance(value, str):
+        return False
+    parts = PurePosixPath(value).parts
+    return (len(parts) == 2 and parts[0] == ENCRYPTED_DIR and value == f"{ENCRYPTED_DIR}/{parts[1]}"
+            and bool(_ARTEFACT_NAME.match(parts[1])) and ".." not in parts[1])
+
+
+def confined_artefact(root: Path, rel: Any) -> Path | None:
+    """The artefact file ``rel`` names, if it is a regular file inside the repository's own encrypted/.
+
+    None for a name that is not an artefact's, a folder `encrypted/` that is a symlink (or resolves
+    elsewhere), a symlink, or anything but a regular file: callers may delete or trust what this returns.
+    """
+    if not is_artefact_path(rel):
+        return None
+    folder = root / ENCRYPTED_DIR
+    try:
+        if folder.is_symlink() or folder.resolve() != root.resolve() / ENCRYPTED_DIR:
+            return None
+        path = root / rel
+        info = path.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    return path
+
+
+def _type(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def check_schema(data: dict[str, Any], source: str = LEDGER_FILE) -> None:
+    """Refuse a ledger whose fields have the wrong shape: one line naming the field."""
+
+    def fail(field_name: str, wanted: str, value: Any) -> PipelineError:
+        return PipelineError(f"malformed ledger: {field_name} must be {wanted}, found {_type(value)}", path=source)
+
+    nodes = data.get("nodes", {})
+    if not isinstance(nodes, dict):
+        raise fail("nodes", "an object (node name -> entry)", nodes)
+    for name, entry in nodes.items():
+        if not isinstance(entry, dict):
+            raise fail(f"nodes.{name}", "an object", entry)
+        if "artefact" in entry and not is_artefact_path(entry["artefact"]):
+            raise PipelineError(f"malformed ledger: nodes.{name}.artefact must be {ENCRYPTED_DIR}/<name>"
+                                f".encrypted.yaml (found {json.dumps(entry['artefact'])[:80]})", path=source)
+        for key in _NODE_TEXT_FIELDS:
+            if entry.get(key) is not None and not isinstance(entry[key], str):
+                raise fail(f"nodes.{name}.{key}", "a string", entry[key])
+        inputs = entry.get("inputs")
+        if inputs is not None and not (isinstance(inputs, list) and all(isinstance(i, str) for i in inputs)):
+            raise fail(f"nodes.{name}.inputs", "a list of strings", inputs)
+    bases = data.get("bases", {})
+    if not isinstance(bases, dict):
+        raise fail("bases", "an object", bases)
+    for key, value in bases.items():
+        if value is not None and not isinstance(value, str):
+            raise fail(f"bases.{key}", "a string", value)
+    rotations = data.get("rotations", [])
+    if not isinstance(rotations, list):
+        raise fail("rotations", "a list", rotations)
+    for index, item in enumerate(rotations):
+        if not isinstance(item, dict):
+            raise fail(f"rotations[{index}]", "an object", item)
+        number = item.get("rotation")
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise fail(f"rotations[{index}].rotation", "a number", number)
+        if "artefact" in item and not is_artefact_path(item["artefact"]):
+            raise PipelineError(f"malformed ledger: rotations[{index}].artefact must be an artefact under "
+                                f"{ENCRYPTED_DIR}/", path=source)
+        for key in _ROTATION_TEXT_FIELDS:
+            if item.get(key) is not None and not isinstance(item[key], str):
+                raise fail(f"rotations[{index}].{key}", "a string", item[key])
 
 
 def load_ledger(root: Path) -> Ledger:
@@ -117,21 +214,37 @@ def load_ledger(root: Path) -> Ledger:
     return parse_ledger(text)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` via a temp file in the same folder and a rename.
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``, or raise: a short write (a full disk) is never taken for success."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
 
-    ``durable=False`` skips the fsync: the caller makes the file durable later (:func:`make_durable`),
-    before anything that records it is written. A kill never sees a partial file either way.
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` via a temp file in the same folder, an fsync and a rename.
+
+    Every byte is written (checked) and the temp file's size is checked again before the rename, so a
+    full disk fails the write and leaves the previous file whole. The data is always fsynced before the
+    rename: on a file system with delayed allocation a full disk shows up only there (ENOSPC from fsync),
+    and a rename of a file whose blocks never reached the disk could leave an empty file after a power
+    cut. ``durable`` is accepted and ignored: callers that used to defer the sync to :func:`make_durable`
+    still call it, and an fsync of a file already synced costs next to nothing.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         try:
-            os.write(fd, data)
-            if durable:
-                os.fsync(fd)
+            write_all(fd, data)
+            os.fsync(fd)
+            size = os.fstat(fd).st_size
         finally:
             os.close(fd)
+        if size != len(data):
+            raise OSError(errno.EIO, f"wrote {size} of {len(data)} bytes", str(path))
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:

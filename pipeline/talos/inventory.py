@@ -142,9 +142,18 @@ def _parse_cluster(raw: Any, source: str, lines: LineMap) -> Cluster:
     if not _NAME.match(data["name"]):
         raise _fail(f"cluster.name: '{data['name']}' must be a DNS label (a-z, 0-9, -)", source, lines,
                     "cluster", "name")
-    url = urlparse(data["endpoint"])
-    if url.scheme != "https" or not url.hostname:
+    # urlparse raises on an unclosed IPv6 bracket and .port on a port out of range: both are bad input.
+    try:
+        url = urlparse(data["endpoint"])
+        host, port = url.hostname, url.port
+    except ValueError as error:
+        raise _fail(f"cluster.endpoint: '{data['endpoint']}' is not a valid URL ({error})", source, lines,
+                    "cluster", "endpoint") from None
+    if url.scheme != "https" or not host:
         raise _fail(f"cluster.endpoint: '{data['endpoint']}' must be an https:// URL", source, lines,
+                    "cluster", "endpoint")
+    if port is not None and not 1 <= port <= 65535:
+        raise _fail(f"cluster.endpoint: port {port} is out of range (1-65535)", source, lines,
                     "cluster", "endpoint")
     for key in ("talosVersion", "kubernetesVersion"):
         if not _VERSION.match(data[key]):
@@ -197,6 +206,19 @@ def _parse_node(name: Any, raw: Any, source: str, lines: LineMap, root: Path) ->
                 line=line_of(lines, "nodes", name))
 
 
+def _refuse_duplicate_addresses(nodes: dict[str, Node], source: str, lines: LineMap) -> None:
+    """Two nodes with one IP address would get each other's configs applied: an error, not a warning."""
+    seen: dict[Any, str] = {}
+    for node in nodes.values():
+        if node.address is None:
+            continue
+        ip = ipaddress.ip_interface(node.address).ip
+        if ip in seen:
+            raise _fail(f"nodes.{node.name}.address: {ip} is already the address of node {seen[ip]}", source,
+                        lines, "nodes", node.name, "address")
+        seen[ip] = node.name
+
+
 def _parse_recipients(raw: Any, source: str, lines: LineMap) -> tuple[Recipient, ...]:
     if raw is None:
         return ()
@@ -238,15 +260,23 @@ def parse_inventory(text: str, root: Path, source: str = INVENTORY_FILE) -> Inve
     if not nodes_raw:
         raise _fail("nodes: at least one node is required", source, lines, "nodes")
     nodes = {name: _parse_node(name, raw, source, lines, root) for name, raw in nodes_raw.items()}
+    _refuse_duplicate_addresses(nodes, source, lines)
     renderer = data.get("renderer", "builtin")
     if renderer not in RENDERERS:
         raise _fail(f"renderer: unknown renderer '{renderer}' (known: {', '.join(RENDERERS)})", source,
                     lines, "renderer")
+    patch_dir = (root / PATCH_DIR).resolve()
     for node in nodes.values():
         for patch in (*shared, *role_patches.get(node.role, ()), *node.patches):
-            if not (root / PATCH_DIR / patch).is_file():
+            path = root / PATCH_DIR / patch
+            if not path.is_file():
                 raise PipelineError(
                     f"patch file {PATCH_DIR}/{patch} (used by node {node.name}) does not exist",
+                    path=source, line=_patch_line(lines, shared, role_patches, node, patch))
+            # A symlink under patches/ must not read (and so promote) a file from elsewhere.
+            if not path.resolve().is_relative_to(patch_dir):
+                raise PipelineError(
+                    f"patch file {PATCH_DIR}/{patch} (used by node {node.name}) resolves outside {PATCH_DIR}/",
                     path=source, line=_patch_line(lines, shared, role_patches, node, patch))
     return Inventory(
         root=root,

@@ -11,6 +11,7 @@ whose type changes the merge (keyed lists, ``merge:"replace"`` fields, ``extraAr
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import jsonpointer
 import yaml
 
 from pipeline.errors import PipelineError
+from pipeline.talos.yamlsource import check_node_tree
 
 __all__ = ["Patch", "PatchError", "apply_patches", "load_documents", "load_patch"]
 
@@ -113,6 +115,7 @@ def _parse_yaml(text: str, source: str, error: type[PipelineError]) -> list[_Par
     try:
         while loader.check_node():
             node = loader.get_node()
+            check_node_tree(node, source, error)
             docs.append(_ParsedDoc(loader.construct_document(node), node.start_mark.line + 1, node))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -241,7 +244,49 @@ def _load_json6902(ops: list[Any], parsed: _ParsedDoc, source: str) -> Patch:
         if problem:
             line = items[index].start_mark.line + 1 if index < len(items) else parsed.line
             raise PatchError(f"JSON 6902 operation {index + 1} {problem}", path=source, line=line)
+        target = op.get("path")
+        value = op.get("value")
+        top = target.split("/")[1] if isinstance(target, str) and target.startswith("/") else None
+        whole = target == "" and isinstance(value, dict) and any(key in value for key in _RESERVED_TOP_LEVEL)
+        if op.get("op") != "remove" and (whole or top in _RESERVED_TOP_LEVEL):
+            line = items[index].start_mark.line + 1 if index < len(items) else parsed.line
+            raise PatchError(f"JSON 6902 operation {index + 1}: top-level key 'sops' is reserved for sops metadata: "
+                             "a patch may not set it", path=source, line=line)
     return Patch(source=source, kind="json6902", content=ops)
+
+
+MAX_PATCH_BYTES_ENV = "PROMOTE_MAX_PATCH_BYTES"
+DEFAULT_MAX_PATCH_BYTES = 1024 * 1024
+
+
+def max_patch_bytes() -> int:
+    """The largest templated patch accepted: PROMOTE_MAX_PATCH_BYTES, 1 MiB by default.
+
+    A machine config is tens of kilobytes; a patch megabytes long is a mistake (a log pasted in, a
+    template loop), and each one costs a sops run per node at the end.
+    """
+    raw = os.environ.get(MAX_PATCH_BYTES_ENV, "")
+    try:
+        value = int(raw) if raw.strip() else DEFAULT_MAX_PATCH_BYTES
+    except ValueError:
+        raise PatchError(f"{MAX_PATCH_BYTES_ENV}={raw!r} is not a number of bytes") from None
+    return value if value > 0 else DEFAULT_MAX_PATCH_BYTES
+
+
+# sops keeps its metadata under a top-level `sops` key: a document that already has one is
+# encrypted into a file sops cannot read back (it panics), so no patch may introduce it.
+_RESERVED_TOP_LEVEL = ("sops",)
+
+
+def _refuse_reserved_keys(doc: dict[str, Any], parsed: _ParsedDoc, source: str) -> None:
+    for key in _RESERVED_TOP_LEVEL:
+        if key in doc:
+            line = parsed.line
+            if isinstance(parsed.node, yaml.MappingNode):
+                line = next((k.start_mark.line + 1 for k, _ in parsed.node.value
+                             if isinstance(k, yaml.ScalarNode) and k.value == key), line)
+            raise PatchError(f"top-level key '{key}' is reserved for sops metadata: a patch may not set it",
+                             path=source, line=line)
 
 
 def load_patch(text: str, source: str) -> Patch:
@@ -250,6 +295,10 @@ def load_patch(text: str, source: str) -> Patch:
     A list of ``{op, path, ...}`` mappings is a JSON 6902 patch; one or more mapping
     documents are a strategic merge patch. Anything else is a PatchError naming ``source``.
     """
+    limit = max_patch_bytes()
+    if len(text) > limit or len(text.encode("utf-8", errors="replace")) > limit:
+        raise PatchError(f"patch is larger than {limit} bytes (templated): refused "
+                         f"(raise {MAX_PATCH_BYTES_ENV} if it is meant to be)", path=source)
     parsed_docs: list[_ParsedDoc] | None = None
     if text.lstrip().startswith(("[", "{")):
         try:
@@ -287,6 +336,7 @@ def load_patch(text: str, source: str) -> Patch:
         problem = _identity_problem(doc)
         if problem:
             raise PatchError(problem, path=source, line=parsed.line)
+        _refuse_reserved_keys(doc, parsed, source)
         # Dry run: surface malformed $patch directives now, with the file's line.
         try:
             _extract_deletes(doc, source)

@@ -350,44 +350,6 @@ def validate_bundle(bundle: dict, source: str) -> None:
             raise _fail(source, f"{path}.crt is not a CA certificate")
 
 
-def _is_v1alpha1(document: Any) -> bool:
-    return isinstance(document, dict) and document.get("version") == "v1alpha1" and "kind" not in document
-
-
-def bundle_from_config(documents: list[dict]) -> dict:
-    """Read a bundle back out of a controlplane config (used by tests with the stability fixtures)."""
-    config = next((doc for doc in documents if _is_v1alpha1(doc)), None)
-    if config is None:
-        raise PipelineError("no v1alpha1 machine config document to read a secrets bundle from")
-    machine = config.get("machine") or {}
-    cluster = config.get("cluster") or {}
-    if not (machine.get("ca") or {}).get("key"):
-        raise PipelineError("cannot read a secrets bundle from a worker config: machine.ca.key is empty")
-
-    def pair(value: dict | None) -> dict[str, str]:
-        value = value or {}
-        return {"crt": value.get("crt", ""), "key": value.get("key", "")}
-
-    secret_values: dict[str, str] = {"bootstraptoken": cluster.get("token", "")}
-    # Same field choice as Talos's NewBundleFromConfig; empty values stay out (omitempty).
-    if cluster.get("aescbcEncryptionSecret"):
-        secret_values["aescbcencryptionsecret"] = cluster["aescbcEncryptionSecret"]
-    if cluster.get("secretboxEncryptionSecret"):
-        secret_values["secretboxencryptionsecret"] = cluster["secretboxEncryptionSecret"]
-    return {
-        "cluster": {"id": cluster.get("id", ""), "secret": cluster.get("secret", "")},
-        "secrets": secret_values,
-        "trustdinfo": {"token": machine.get("token", "")},
-        "certs": {
-            "etcd": pair((cluster.get("etcd") or {}).get("ca")),
-            "k8s": pair(cluster.get("ca")),
-            "k8saggregator": pair(cluster.get("aggregatorCA")),
-            "k8sserviceaccount": {"key": (cluster.get("serviceAccount") or {}).get("key", "")},
-            "os": pair(machine.get("ca")),
-        },
-    }
-
-
 def issue_admin_certificate(
     bundle: dict, now: datetime | None = None, roles: tuple[str, ...] = (ADMIN_ROLE,)
 ) -> tuple[str, str]:

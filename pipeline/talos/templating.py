@@ -104,7 +104,7 @@ def render_template(text: str, source: str, context: dict[str, Any]) -> str:
     except jinja2.TemplateError as error:
         line = _template_line(sys.exc_info()[2])
         raise PipelineError(f"template error: {error}", path=source, line=line) from None
-    except (TypeError, ValueError, ArithmeticError) as error:
+    except (TypeError, ValueError, ArithmeticError, RecursionError) as error:
         # A filter or expression misused by the template author is bad input, not a bug.
         line = _template_line(sys.exc_info()[2])
         raise PipelineError(f"template error: {error}", path=source, line=line) from None

@@ -9,6 +9,62 @@ import yaml
 
 from pipeline.errors import PipelineError
 
+# Limits on what one YAML document may expand to. Aliases are shared when composed, so a
+# "billion laughs" file of a few hundred bytes composes instantly and blows up later, when its
+# documents are copied, merged or serialised (gigabytes, minutes): the node graph is sized first.
+MAX_EXPANDED_NODES = 1_000_000
+
+# Types that have no JSON form: a set's order follows PYTHONHASHSEED (so the intent digest did),
+# an omap becomes a list of pairs and binary becomes bytes, none of which Talos's decoder would see
+# alike. Refused, with the line, rather than converted behind the user's back.
+_REFUSED_TAGS = {f"tag:yaml.org,2002:{name}": f"!!{name}" for name in ("set", "omap", "pairs", "binary", "timestamp")}
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def check_node_tree(root: yaml.Node | None, source: str | Path, error: type[PipelineError] = PipelineError,
+                    limit: int = MAX_EXPANDED_NODES) -> None:
+    """Refuse, before anything is constructed: alias expansion past ``limit`` nodes, recursive aliases,
+    and tags with no JSON form (one line naming ``source`` and the line).
+
+    Linear in the distinct nodes (sizes are memoised per node, and an alias is the same node), and
+    iterative, so neither a bomb nor deep nesting costs more than the text already did.
+    """
+    if root is None:
+        return
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, leaving = stack.pop()
+        key = id(node)
+        if leaving:
+            active.discard(key)
+            total = 1 + sum(sizes[id(child)] for child in _children(node))
+            if total > limit:
+                raise error(f"YAML aliases expand to more than {limit} nodes (an alias bomb?): refused",
+                            path=str(source), line=node.start_mark.line + 1)
+            sizes[key] = total
+            continue
+        if key in sizes:
+            continue
+        if key in active:
+            raise error("recursive YAML alias (a node that contains itself): refused", path=str(source),
+                        line=node.start_mark.line + 1)
+        refused = _REFUSED_TAGS.get(node.tag)
+        if refused is not None:
+            raise error(f"{refused} has no JSON form (Talos would not read it alike): use a plain list, "
+                        "mapping or string", path=str(source), line=node.start_mark.line + 1)
+        active.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+
 # Dotted paths such as ("nodes", "cp1", "role") mapped to 1-based source lines.
 LineMap = dict[tuple[Any, ...], int]
 
@@ -63,6 +119,7 @@ def load_yaml_with_lines(text: str, source: str | Path) -> tuple[Any, LineMap]:
     try:
         # One parse: compose the node tree (it carries the line marks), then construct from it.
         node = yaml.compose(text, Loader=_BASE_LOADER)
+        check_node_tree(node, source)
         loader = _StrictLoader("")
         try:
             data = loader.construct_document(node) if node is not None else None

@@ -15,16 +15,24 @@ Nothing happens when dodo.py is imported.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from doit.cmd_run import Run
 
 from pipeline.errors import PipelineError
+from pipeline.promote import stage as staging
+from pipeline.sops import identities
 from pipeline.state import journal, stamp
 from pipeline.state import lock as runlock
 from pipeline.wiring import session as sessions
+from pipeline.wiring.action import os_error_line
 from pipeline.wiring.session import get_var_or_none
 
 # Tasks that change the repository's state (artefacts, ledger, index, .sops.yaml). Any other task
@@ -54,6 +62,105 @@ def start(root: Path, task_args: list[str], plain: bool) -> sessions.Session:
     return session
 
 
+@contextlib.contextmanager
+def _scratch_database(root: Path, params: Any) -> Iterator[None]:
+    """For a read-only run in a checkout it cannot write (a CI cache, a mounted backup): doit's
+    database goes to a temporary folder instead of failing on `.doit.db` with a traceback.
+
+    Read-only tasks keep nothing in it worth keeping; a writable checkout keeps its own database.
+    """
+    if os.access(root, os.W_OK):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="talos-promote-db-") as scratch:
+        params["dep_file"] = str(Path(scratch) / ".doit.db")
+        yield
+
+
+def finish(root: Path, session: sessions.Session) -> None:
+    """After every task and worker of a writing run is done, failed or not: merge journals, purge plaintext.
+
+    Here rather than in doit teardowns, which under `-n N` run when one worker runs out of work,
+    while others may still read the plaintext they would remove.
+    """
+    with contextlib.suppress(PipelineError, OSError):
+        journal.flush_ledger(root)
+    if not session.keep:
+        with contextlib.suppress(OSError):
+            staging.purge_rendered(root)
+
+
+# --- signals ---------------------------------------------------------------------------------
+#
+# SIGINT (Ctrl-C) and SIGTERM stop a run with one line and the shell's status for a death by that
+# signal, 128 + its number: 130 and 143. (doit's own answer, a KeyboardInterrupt traceback and exit
+# 3, or a silent death on SIGTERM, left plaintext behind.) Nothing needs undoing: every artefact, the
+# ledger and the index are replaced atomically, exactly as for a kill -9, which the pipeline survives
+# by design (tests/promote/test_reliability.py). What a signal adds is the cleanup a kill cannot do:
+# the plaintext under rendered/ is removed (ledger journals, digests only, stay for the next run to
+# merge), and `doit -n N` workers are stopped first so none writes plaintext after the purge.
+# `doit watch` has its own handlers (stop between rebuilds, exit 0) and keeps them.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class SignalStop:
+    """The SIGINT/SIGTERM handler of one run (installed only where nobody else handles them)."""
+
+    def __init__(self, root: Path, writes: bool) -> None:
+        self.root = root
+        self.writes = writes
+        self.pid = os.getpid()
+        self.previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Handle SIGINT and SIGTERM, unless a caller (`doit watch`) already does."""
+        for sig in STOP_SIGNALS:
+            current = signal.getsignal(sig)
+            if current in (signal.SIG_DFL, signal.default_int_handler):
+                self.previous[sig] = current
+                signal.signal(sig, self.handle)
+
+    def uninstall(self) -> None:
+        """Give the signals back to whoever had them."""
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous.clear()
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        """Stop workers, purge plaintext, print one line, exit 128 + signum (never returns)."""
+        if os.getpid() != self.pid:
+            os._exit(128 + signum)  # a forked `-n N` worker: the parent cleans up after it
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        _stop_workers()
+        if self.writes:
+            # Twice: a `-P thread` worker may finish a plaintext write during the first pass.
+            for _attempt in range(2):
+                with contextlib.suppress(OSError):
+                    staging.purge_plaintext(self.root)
+        name = signal.Signals(signum).name
+        what = "plaintext under rendered/ removed; " if self.writes else ""
+        print(f"interrupted by {name}: stopped; {what}every artefact is whole (each is replaced atomically); "
+              "run it again", file=sys.stderr, flush=True)
+        os._exit(128 + signum)
+
+
+def _stop_workers() -> None:
+    multiprocessing = sys.modules.get("multiprocessing")
+    if multiprocessing is None:
+        return
+    children = multiprocessing.active_children()
+    for child in children:
+        with contextlib.suppress(OSError, AttributeError):
+            child.terminate()
+    for child in children:
+        child.join(timeout=2.0)
+        if child.is_alive():
+            with contextlib.suppress(OSError, AttributeError):
+                child.kill()
+                child.join(timeout=1.0)
+
+
 class PromotionRun(Run):
     """doit's `run`, with the repository's run lock and this run's session set up before the database opens."""
 
@@ -67,13 +174,27 @@ class PromotionRun(Run):
 
     def execute(self, params: Any, args: list[str]) -> Any:
         root = Path.cwd()  # doit has moved to the dodo.py folder: the repository
-        if not writes(args):
-            sessions.begin(root, writes=False)
-            return super().execute(params, args)
+        for key_file in dict.fromkeys((identities.key_file_target(), identities.default_key_file())):
+            identities.warn_if_exposed(key_file)  # every run, as ssh does: until it is fixed
+        stop = SignalStop(root, writes(args))
+        stop.install()
         try:
-            with runlock.holding(root):
-                start(root, args, self._plain)
-                return super().execute(params, args)
-        except PipelineError as error:  # another promotion holds the lock: one line, nothing changed
-            print(str(error), file=sys.stderr, flush=True)
-            return 1
+            if not stop.writes:
+                sessions.begin(root, writes=False)
+                with _scratch_database(root, params):
+                    return super().execute(params, args)
+            try:
+                with runlock.holding(root):
+                    session = start(root, args, self._plain)
+                    try:
+                        return super().execute(params, args)
+                    finally:
+                        finish(root, session)
+            except PipelineError as error:  # another promotion holds the lock: one line, nothing changed
+                print(str(error), file=sys.stderr, flush=True)
+                return 1
+            except OSError as error:  # a read-only checkout, a full disk: before any task ran
+                print(f"cannot write in this repository: {os_error_line(error, root)}", file=sys.stderr, flush=True)
+                return 1
+        finally:
+            stop.uninstall()

@@ -29,59 +29,59 @@ def _writer_inventory() -> Inventory:
     return load_inventory(_root())
 
 
-def _stage(inventory: Inventory, lines: Lines) -> None:
+def _stage(inventory: Inventory, emit: Lines) -> None:
     if staging.stage(inventory) is None:
-        lines("stage: not a git repository, nothing staged")
+        emit("stage: not a git repository, nothing staged")
 
 
-def rekey(lines: Lines) -> dict[str, Any]:
-    """The `rekey` action."""
+def rekey_action(emit: Lines) -> dict[str, Any]:
+    """The `rekey` action (``emit`` collects its report lines)."""
     from pipeline.keys import rekey
     from pipeline.sops import config as sops_config
 
     inventory = _writer_inventory()
-    report = rekey.rekey(inventory, lines)
-    lines.lines.extend(f"note: {note}" for note in report.notes)
+    report = rekey.rekey(inventory, emit)
+    emit.lines.extend(f"note: {note}" for note in report.notes)
     if report.config_written:
-        lines(f"{sops_config.SOPS_CONFIG} was regenerated: review and commit it with the artefacts")
+        emit(f"{sops_config.SOPS_CONFIG} was regenerated: review and commit it with the artefacts")
     if report.rekeyed:
-        _stage(inventory, lines)
-    lines(f"rekey: {len(report.rekeyed)} artefact(s) rekeyed" if report.rekeyed or report.config_written
+        _stage(inventory, emit)
+    emit(f"rekey: {len(report.rekeyed)} artefact(s) rekeyed" if report.rekeyed or report.config_written
           else "rekey: every artefact already has the recipients of its creation rule (nothing to do)")
     return {}
 
 
-def rotate(lines: Lines) -> dict[str, Any]:
-    """The `rotate` action."""
+def rotate_action(emit: Lines) -> dict[str, Any]:
+    """The `rotate` action (``emit`` collects its report lines)."""
     from pipeline.keys import rotate
 
     inventory = _writer_inventory()
-    report = rotate.rotate(inventory, lines)
-    _stage(inventory, lines)
+    report = rotate.rotate(inventory, emit)
+    _stage(inventory, emit)
     resumed = f", {len(report.resumed)} already done before an interruption" if report.resumed else ""
-    lines(f"rotate: rotation {report.rotation} finished: {len(report.rotated)} artefact(s) got a new data key"
+    emit(f"rotate: rotation {report.rotation} finished: {len(report.rotated)} artefact(s) got a new data key"
           f"{resumed}; recorded in the ledger")
     return {}
 
 
-def keygen(lines: Lines, out: str = "") -> dict[str, Any]:
-    """The `keygen` action."""
+def keygen_action(emit: Lines, out: str = "") -> dict[str, Any]:
+    """The `keygen` action (``emit`` collects its report lines)."""
     from pipeline.keys import recipients
 
     path, public = recipients.keygen(out, _root())
-    lines(f"keygen: new age identity in {path} (mode 0600)")
-    lines(f"public key: {public}")
-    lines("next: back the file up, add the public key to recipients: in cluster.yaml, run doit rekey")
+    emit(f"keygen: new age identity in {path} (mode 0600)")
+    emit(f"public key: {public}")
+    emit("next: back the file up, add the public key to recipients: in cluster.yaml, run doit rekey")
     return {"public_key": public}
 
 
-def drill(lines: Lines, key: str = "") -> dict[str, Any]:
-    """The `drill` action."""
+def drill_action(emit: Lines, key: str = "") -> dict[str, Any]:
+    """The `drill` action (``emit`` collects its report lines)."""
     from pipeline.keys import drill
 
     if not key:
         raise PipelineError("drill needs --key FILE: the (backup) age key file to recover with")
-    report = drill.drill(_root(), Path(key), lines)
+    report = drill.drill(_root(), Path(key), emit)
     failures = report.failures
     total = len(report.lines)
     if not total:
@@ -94,7 +94,7 @@ def drill(lines: Lines, key: str = "") -> dict[str, Any]:
         more = f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
         raise PipelineError(f"drill failed: {len(failures)} of {total} not recoverable with {key} "
                             f"({', '.join(report.public_keys)}): {named}{more} · {report.seconds:.2f} s")
-    lines(f"drill: {total} of {total} recovered from HEAD {report.commit} with {key} alone "
+    emit(f"drill: {total} of {total} recovered from HEAD {report.commit} with {key} alone "
           f"({', '.join(report.public_keys)}) · {report.seconds:.2f} s")
     return {}
 
@@ -102,7 +102,7 @@ def drill(lines: Lines, key: str = "") -> dict[str, Any]:
 def task_keygen() -> TaskDict:
     """Make a new age identity: doit keygen --out FILE (mode 0600, never overwrites, prints the public key)."""
     return {
-        "actions": [action(_keygen)],
+        "actions": [action(keygen_action)],
         "params": [{"name": "out", "long": "out", "type": str, "default": "",
                     "help": "where to write the new key file (outside the repository)"}],
         "doc": task_keygen.__doc__,
@@ -112,37 +112,20 @@ def task_keygen() -> TaskDict:
 
 def task_rekey() -> TaskDict:
     """Re-wrap every artefact for the recipients of .sops.yaml (regenerated from cluster.yaml's recipients:)."""
-    return {"actions": [action(_rekey, writes=True)], "doc": task_rekey.__doc__, "verbosity": 2}
+    return {"actions": [action(rekey_action, writes=True)], "doc": task_rekey.__doc__, "verbosity": 2}
 
 
 def task_rotate() -> TaskDict:
     """New data key for every artefact (sops rotate), verified, atomic per file, resumable; in the ledger."""
-    return {"actions": [action(_rotate, writes=True)], "doc": task_rotate.__doc__, "verbosity": 2}
+    return {"actions": [action(rotate_action, writes=True)], "doc": task_rotate.__doc__, "verbosity": 2}
 
 
 def task_drill() -> TaskDict:
     """Recovery drill: doit drill --key FILE clones HEAD, empty HOME, only that key; decrypt, re-render, compare."""
     return {
-        "actions": [action(_drill)],
+        "actions": [action(drill_action)],
         "params": [{"name": "key", "long": "key", "type": str, "default": "",
                     "help": "the age key file to recover with (e.g. your backup copy)"}],
         "doc": task_drill.__doc__,
         "verbosity": 2,
     }
-
-
-# The actions doit calls: the one wrapper hands each a Lines collector as `emit`.
-def _keygen(out: str, emit: Lines) -> dict[str, Any]:
-    return keygen(emit, out=out)
-
-
-def _rekey(emit: Lines) -> dict[str, Any]:
-    return rekey(emit)
-
-
-def _rotate(emit: Lines) -> dict[str, Any]:
-    return rotate(emit)
-
-
-def _drill(key: str, emit: Lines) -> dict[str, Any]:
-    return drill(emit, key=key)

@@ -20,7 +20,7 @@ from pipeline.promote import encrypt as encrypting
 from pipeline.promote import intent
 from pipeline.promote import render as rendering
 from pipeline.promote import stage as staging
-from pipeline.state import journal, stamp
+from pipeline.state import stamp
 from pipeline.state.ledger import load_ledger
 from pipeline.talos.inventory import Inventory
 from pipeline.wiring import session as sessions
@@ -71,20 +71,25 @@ def task_bootstrap() -> TaskDict:
     if isinstance(inventory, dict):
         return inventory
 
-    def run() -> dict[str, Any]:
-        report = bootstrap_stage.bootstrap(inventory)
+    def run(new_cluster: bool = False) -> dict[str, Any]:
+        report = bootstrap_stage.bootstrap(inventory, new_cluster=new_cluster)
         sessions.current().forget_parsed()  # base digests just changed
         lines = [f"bootstrap: made {path}" + (" (review it, then commit it)" if path == ".sops.yaml" else "")
                  for path in report.made]
         return {"lines": lines}
 
-    def up_to_date() -> bool:
+    def up_to_date(task: Any, values: dict[str, Any]) -> bool:
+        if (task.options or {}).get("new_cluster"):
+            return False  # asked for explicitly: the action says yes or why not
         try:
             return not bootstrap_stage.missing(inventory)
         except PipelineError:
             return False
 
-    return {"actions": [action(run, writes=True)], "uptodate": [up_to_date], "doc": doc, "verbosity": 2}
+    return {"actions": [action(run, writes=True)], "uptodate": [up_to_date], "doc": doc, "verbosity": 2,
+            # The one way to a new secrets bundle (a new cluster identity); never implied by a missing file.
+            "params": [{"name": "new_cluster", "long": "new-cluster", "type": bool, "default": False,
+                        "help": "generate a NEW cluster identity (secrets bundle, base configs) where none is"}]}
 
 
 def task_preflight() -> TaskDict:
@@ -119,7 +124,6 @@ def task_render() -> Iterator[TaskDict]:
         yield inventory
         return
     yield {"basename": "render", "name": None, "doc": doc}
-    keep = session.keep
     for node in inventory.nodes.values():
         stem = inventory.artefact_name(node)
         yield {
@@ -129,8 +133,10 @@ def task_render() -> Iterator[TaskDict]:
             "actions": [action(lambda node=node: rendering.render_values(inventory, node))],
             "task_dep": ["preflight"],
             "uptodate": [(_render_current, [], {"name": node.name})],
-            # Teardown runs at the end of the run, even after a failure: plaintext never lingers.
-            "teardown": [] if keep else [lambda stem=stem: staging.purge_rendered(inventory.root, [stem])],
+            # No per-node teardown: under `-n N` doit runs a worker's teardowns when that worker runs
+            # out of work, while another may still be encrypting this node's plaintext (a failure
+            # elsewhere then failed healthy nodes). The run entry purges rendered/ once every worker
+            # has finished, failure or not (pipeline/wiring/entry.py).
             "verbosity": 2,
         }
 
@@ -159,15 +165,10 @@ def task_encrypt() -> Iterator[TaskDict]:
             "actions": [action(run)],
             "task_dep": [f"render:{node.name}"],
             "uptodate": [lambda name=node.name: sessions.current().current(name)],
-            # The journaled ledger entries reach the file at the end of the run, even after a failure.
-            "teardown": [lambda: _flush_quietly(inventory)],
+            # The journaled ledger entries reach the file at the end of the run, even after a failure:
+            # the run entry merges them once every worker is done (no teardown, see task_render).
             "verbosity": 2,
         }
-
-
-def _flush_quietly(inventory: Inventory) -> None:
-    with contextlib.suppress(PipelineError, OSError):
-        journal.flush_ledger(inventory.root)
 
 
 def task_stage() -> TaskDict:
@@ -198,7 +199,7 @@ def task_promote() -> TaskDict:
     inventory = _needs_inventory("promote", doc)
     if isinstance(inventory, dict):
         return inventory
-    keep, stage = session.keep, session.stage
+    stage = session.stage
 
     def run() -> dict[str, Any]:
         # Judge only what changed since the pipeline last scanned it (`doit check` judges everything).
@@ -215,8 +216,9 @@ def task_promote() -> TaskDict:
     return {
         "actions": [action(run, writes=True)],
         "task_dep": ["bootstrap", "render", "encrypt"],
-        # Also clears plaintext a killed run left behind.
-        "teardown": [] if keep else [lambda: staging.purge_rendered(inventory.root)],
+        # Plaintext (also a killed run's) is purged by the run entry after the run, not by a teardown:
+        # under `-n N` a worker with nothing left to do ran every teardown, while promote's own
+        # ledger merge or another worker's encrypt was still under way.
         "doc": doc,
         "verbosity": 2,
     }

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from pipeline.errors import PipelineError
+from pipeline.talos.adopt import bundle_from_controlplane_config as bundle_from_config
 from pipeline.talos.baseconfig import (
     ClusterParams,
     contract,
@@ -23,7 +24,7 @@ from pipeline.talos.baseconfig import (
     generate_base,
     generate_talosconfig,
 )
-from pipeline.talos.secrets_bundle import bundle_from_config, generate_bundle, load_certificate, load_private_key
+from pipeline.talos.secrets_bundle import generate_bundle, load_certificate, load_private_key
 
 # CI clones the repository elsewhere with shared/ beside it.
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "talos-fixtures"

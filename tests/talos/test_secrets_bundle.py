@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from pipeline.errors import PipelineError
+from pipeline.talos.adopt import bundle_from_controlplane_config as bundle_from_config
 from pipeline.talos.secrets_bundle import (
     SUPPORTED_CONTRACTS,
-    bundle_from_config,
     contract,
     generate_bundle,
     load_certificate,
