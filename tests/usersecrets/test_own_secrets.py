@@ -408,3 +408,20 @@ def test_secrets_edit_opens_sops_edit_on_a_terminal(form1_repo: Repo, tmp_path: 
     listed = repo.doit("secrets", "list")
     assert out(listed).splitlines()[:3] == ["registry_password", "ts_authkey", "wg_key"]
     assert leaks(repo, [*VALUES.values(), "WgPr1vateKey-0123456789"]) == []
+
+
+def test_secrets_set_with_a_sops_yaml_from_an_earlier_version_says_what_to_do(promoted: Repo) -> None:
+    # An earlier generated .sops.yaml: no vars rule, so the encrypted/ rule (only some fields) would match.
+    config = promoted.path / ".sops.yaml"
+    text = config.read_text()
+    config.write_text(re.sub(r"- path_regex: \(\^\|\.\*/\)encrypted/vars.*?\n  age: \S+\n", "", text, flags=re.DOTALL))
+    assert "vars" not in config.read_text()
+    result = subprocess.run([sys.executable, "-m", "doit", "secrets", "set", "registry_password"],
+                            cwd=promoted.path, env=promoted.env, input=REGISTRY + "\n", capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 1
+    assert ".sops.yaml: the first rule matching encrypted/vars.encrypted.yaml does not encrypt the whole file" \
+        in out(result), out(result)
+    assert "doit rekey" in out(result) and "doit bootstrap" in out(result)
+    no_value(out(result))
+    assert not (promoted.path / "encrypted/vars.encrypted.yaml").exists()
