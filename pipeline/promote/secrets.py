@@ -62,17 +62,29 @@ _PLAIN: dict[str, tuple[tuple[int, int, int], Any]] = {}
 # --- what templates use (keyless) --------------------------------------------------------------
 
 
+# Jinja expressions and statements: only there does `secrets` mean the variables (a comment or a path
+# like /var/lib/secrets in plain YAML does not).
+_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
+
+
+def _expressions(text: str) -> list[tuple[int, str]]:
+    return [(match.start(), match.group(0)) for match in _JINJA.finditer(text) if "secrets" in match.group(0)]
+
+
 def uses_secrets(text: str) -> bool:
     """Whether a patch template reads ``secrets`` at all (only those get it in their context)."""
-    return "secrets" in text and _ANY.search(text) is not None
+    return "secrets" in text and any(_ANY.search(expr) for _start, expr in _expressions(text))
 
 
 def used_names(text: str) -> tuple[list[tuple[str, int]], bool]:
     """(name, line) of each ``secrets.NAME`` a template reads, and whether it reads ``secrets`` whole."""
-    found = []
-    for match in _USE.finditer(text):
-        found.append((match.group(1) or match.group(3), text.count("\n", 0, match.start()) + 1))
-    return found, len(_ANY.findall(text)) > len(found)
+    found: list[tuple[str, int]] = []
+    whole = False
+    for start, expr in _expressions(text):
+        uses = [(m.group(1) or m.group(3), text.count("\n", 0, start + m.start()) + 1) for m in _USE.finditer(expr)]
+        found += uses
+        whole = whole or len(_ANY.findall(expr)) > len(uses)
+    return found, whole
 
 
 def is_sealed(text: str) -> bool:

@@ -135,6 +135,16 @@ def is_artefact_path(value: Any) -> bool:
             and bool(_ARTEFACT_NAME.match(parts[1])) and ".." not in parts[1])
 
 
+def is_sealed_patch_path(value: Any) -> bool:
+    """Whether ``value`` is the repo-relative path of an encrypted patch (`patches/.../<name>.sops.yaml`),
+    which `doit rotate` covers and journals like an artefact."""
+    if not isinstance(value, str) or "\\" in value:
+        return False
+    parts = PurePosixPath(value).parts
+    return (len(parts) >= 2 and parts[0] == "patches" and value == "/".join(parts)
+            and not any(part in ("..", ".", "") for part in parts) and parts[-1].endswith((".sops.yaml", ".sops.yml")))
+
+
 def confined_artefact(root: Path, rel: Any) -> Path | None:
     """The artefact file ``rel`` names, if it is a regular file inside the repository's own encrypted/.
 
@@ -197,7 +207,7 @@ def check_schema(data: dict[str, Any], source: str = LEDGER_FILE) -> None:
         number = item.get("rotation")
         if not isinstance(number, int) or isinstance(number, bool):
             raise fail(f"rotations[{index}].rotation", "a number", number)
-        if "artefact" in item and not is_artefact_path(item["artefact"]):
+        if "artefact" in item and not (is_artefact_path(item["artefact"]) or is_sealed_patch_path(item["artefact"])):
             raise PipelineError(f"malformed ledger: rotations[{index}].artefact must be an artefact under "
                                 f"{ENCRYPTED_DIR}/", path=source)
         for key in _ROTATION_TEXT_FIELDS:

@@ -321,6 +321,17 @@ def test_guard_flags_carriers_and_advises_a_move_never_git_rm(form1_repo: Repo) 
     # No node uses it: a promotion is not blocked (check still reports it, above).
     promote = repo.doit()
     assert promote.returncode == 0, out(promote)
+    # A credential among cluster.yaml's vars: refused, with the command that moves it.
+    inventory = repo.path / "cluster.yaml"
+    inventory.write_text(inventory.read_text().replace("  gateway: 192.168.1.1", "  gateway: 192.168.1.1\n"
+                                                       "  api_token: PlainVarToken0001"))
+    repo.git("add", "cluster.yaml")
+    check = repo.doit("check")
+    assert ("cluster.yaml: vars.api_token looks like a secret in plaintext: move it to the encrypted variables: "
+            "doit secrets set api_token (value on stdin), then write {{ secrets.api_token }} where "
+            "{{ vars.api_token }} was") in out(check), out(check)
+    assert "PlainVarToken" not in out(check)
+    repo.git("checkout", "HEAD", "--", "cluster.yaml")
     # The pre-commit hook (what is staged) refuses it.
     hook = repo.doit("hooks")
     assert hook.returncode == 0
@@ -397,3 +408,20 @@ def test_secrets_edit_opens_sops_edit_on_a_terminal(form1_repo: Repo, tmp_path: 
     listed = repo.doit("secrets", "list")
     assert out(listed).splitlines()[:3] == ["registry_password", "ts_authkey", "wg_key"]
     assert leaks(repo, [*VALUES.values(), "WgPr1vateKey-0123456789"]) == []
+
+
+def test_secrets_set_with_a_sops_yaml_from_an_earlier_version_says_what_to_do(promoted: Repo) -> None:
+    # An earlier generated .sops.yaml: no vars rule, so the encrypted/ rule (only some fields) would match.
+    config = promoted.path / ".sops.yaml"
+    text = config.read_text()
+    config.write_text(re.sub(r"- path_regex: \(\^\|\.\*/\)encrypted/vars.*?\n  age: \S+\n", "", text, flags=re.DOTALL))
+    assert "vars" not in config.read_text()
+    result = subprocess.run([sys.executable, "-m", "doit", "secrets", "set", "registry_password"],
+                            cwd=promoted.path, env=promoted.env, input=REGISTRY + "\n", capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 1
+    assert ".sops.yaml: the first rule matching encrypted/vars.encrypted.yaml does not encrypt the whole file" \
+        in out(result), out(result)
+    assert "doit rekey" in out(result) and "doit bootstrap" in out(result)
+    no_value(out(result))
+    assert not (promoted.path / "encrypted/vars.encrypted.yaml").exists()
