@@ -131,8 +131,11 @@ def test_a_busy_repository_is_one_line_when_not_waiting(promoted: Repo) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
     assert result.returncode == 1, result.stdout
-    failures = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
-    assert len(failures) == 1 and "another promotion is running in this repository (pid 4242)" in failures[0]
+    # The run entry refuses before doit runs a task: one line (on stderr), no task report.
+    output = result.stdout + result.stderr
+    failures = [line for line in output.splitlines() if "another promotion is running" in line]
+    assert len(failures) == 1 and ".promote.lock: another promotion is running in this repository (pid 4242)" \
+        in failures[0], output
     assert "Traceback" not in result.stdout + result.stderr
     assert promoted.artefacts() == before
     assert promoted.sops_runs() == []
