@@ -322,6 +322,15 @@ def test_a_tampered_artefact_is_rewritten_with_a_word(promoted: Repo) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("w1:")]
     assert lines and "artefact changed outside the pipeline" in lines[0], result.stdout
+    # Also when the intent changed in the same run: the tampering is still named.
+    shutil.copy(encrypted / "talos-kube-w2.encrypted.yaml", encrypted / "talos-kube-w1.encrypted.yaml")
+    _change_every_node(promoted)
+    result = promoted.doit()
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("w1:")]
+    assert lines and "patches/resolvers.yaml changed" in lines[0], result.stdout
+    assert "artefact changed outside the pipeline" in lines[0], result.stdout
+    assert not any("outside the pipeline" in line for line in result.stdout.splitlines() if line.startswith("w2:"))
 
 
 def test_a_key_file_readable_by_others_gets_one_warning(promoted: Repo) -> None:
