@@ -176,7 +176,7 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
         if findings:
             raise PipelineError(f"sops output failed the guard, artefact left as it was: {findings[0]}",
                                 path=artefact)
-        verify_ciphertext(ciphertext, artefact, plain, rendered_path(inventory, node), digest, shape)
+        verify_ciphertext(ciphertext, artefact, plain, rendered_path(inventory, node), digest, shape, scanned=True)
         # Synced before the ledger records it (flush_ledger), in one batch at the end of the run; a
         # `doit -n N` worker syncs its own artefacts as it goes, in parallel, off that serial tail.
         ledger.atomic_write(root / artefact, ciphertext, durable=_in_worker_process())

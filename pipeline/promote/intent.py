@@ -310,6 +310,8 @@ def describe_trigger(entry: dict[str, Any], inputs: list[str], artefact_known: b
     changed = [name for name in now if before.get(name) != now[name]]
     changed += [f"{name} removed" for name in before if name not in now]
     labels = {"base": "base config changed", "code": "pipeline code changed", "node": "inventory entry changed"}
+    outside = "" if artefact_known else "artefact changed outside the pipeline"
     if changed:
-        return ", ".join(labels.get(name, f"{name} changed") for name in changed)
-    return "intent unchanged" if artefact_known else "artefact changed outside the pipeline"
+        # A tampered artefact is named even when the intent changed too: never rewritten without a word.
+        return ", ".join([*(labels.get(name, f"{name} changed") for name in changed), *([outside] if outside else [])])
+    return outside or "intent unchanged"

@@ -35,21 +35,23 @@ def _rendered_documents(plain: Path, rendered: str) -> list[Any]:
 
 
 def verify_ciphertext(ciphertext: bytes, artefact: str, plain: Path, rendered: str,
-                      digest: str | None = None, shape: Any = None) -> None:
+                      digest: str | None = None, shape: Any = None, *, scanned: bool = False) -> None:
     """Refuse to replace ``artefact`` unless ``ciphertext`` encrypts exactly the documents render wrote.
 
     ``plain`` is the rendered file sops encrypted (``rendered``: its repo-relative name); ``digest`` is
     the keyed digest render took of its documents in memory (with ``shape``, the creation rule's
     shape), so a plaintext cut short, or changed since, is caught even when what is left still parses.
     The ciphertext must be a whole SOPS document (keyless: every document carries sops metadata and
-    a MAC), one per rendered document. Raises a one-line PipelineError; the artefact stays as it was.
+    a MAC), one per rendered document; ``scanned``: the caller already ran the keyless scan
+    (:func:`pipeline.sops.metadata.scan_artefact`) on these bytes, so only the count is checked here.
+    Raises a one-line PipelineError; the artefact stays as it was.
     """
     documents = _rendered_documents(plain, rendered)
     if digest is not None and ledger.keyed_digest(documents, ledger.canonical(shape)) != digest:
         raise PipelineError("rendered plaintext is not what render wrote (cut short, or changed since): "
                             "artefact left as it was", path=rendered)
     text = ciphertext.decode("utf-8", errors="replace")
-    scan = metadata.inspect_artefact(text, artefact)
+    scan = metadata.ArtefactScan([], ()) if scanned else metadata.inspect_artefact(text, artefact)
     if scan.findings:
         raise PipelineError(f"sops output is not a whole SOPS file, artefact left as it was: {scan.findings[0]}",
                             path=artefact)

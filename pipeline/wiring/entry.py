@@ -140,8 +140,11 @@ class SignalStop:
                     staging.purge_plaintext(self.root)
         name = signal.Signals(signum).name
         what = "plaintext under rendered/ removed; " if self.writes else ""
-        print(f"interrupted by {name}: stopped; {what}every artefact is whole (each is replaced atomically); "
-              "run it again", file=sys.stderr, flush=True)
+        line = (f"interrupted by {name}: stopped; {what}every artefact is whole (each is replaced atomically); "
+                "run it again\n")
+        # os.write, not print: the signal may have interrupted a print to stderr (a reentrant call raises).
+        with contextlib.suppress(OSError):
+            os.write(sys.stderr.fileno(), line.encode())
         os._exit(128 + signum)
 
 
@@ -193,7 +196,7 @@ class PromotionRun(Run):
             except PipelineError as error:  # another promotion holds the lock: one line, nothing changed
                 print(str(error), file=sys.stderr, flush=True)
                 return 1
-            except OSError as error:  # a read-only checkout, a full disk: before any task ran
+            except OSError as error:  # the lock file in a read-only checkout, doit's database on a full disk
                 print(f"cannot write in this repository: {os_error_line(error, root)}", file=sys.stderr, flush=True)
                 return 1
         finally:
