@@ -264,8 +264,12 @@ def test_a_real_merge_conflict(promoted: Repo) -> None:
 
 def test_regenerated_secrets_bundle_is_refused(promoted: Repo) -> None:
     (promoted.path / "encrypted" / "secrets.encrypted.yaml").unlink()
-    promoted.doit("bootstrap", check=True)  # makes a brand-new bundle: the accident
-    line = failing(promoted, "encrypted/secrets.encrypted.yaml", "no deliberate rotation")
+    # Bootstrap no longer makes a brand-new bundle where git history holds one: it names the restore.
+    result = promoted.doit("bootstrap")
+    assert result.returncode == 1
+    assert "git checkout HEAD -- encrypted/secrets.encrypted.yaml" in result.stdout + result.stderr
+    assert not (promoted.path / "encrypted" / "secrets.encrypted.yaml").exists()
+    line = failing(promoted, "encrypted/secrets.encrypted.yaml", "missing")
     assert "git checkout" in line
 
 
@@ -280,8 +284,9 @@ def test_bundle_recorded_at_bootstrap_and_rotation_accepted(promoted: Repo) -> N
     failing(promoted, "encrypted/secrets.encrypted.yaml", "no deliberate rotation")
     ledger_path = promoted.path / "encrypted" / "ledger.json"
     data = json.loads(ledger_path.read_text())
-    data["rotations"].append({"artefact": "encrypted/secrets.encrypted.yaml", "from": record.bases["secrets"],
-                              "to": sha256_file(bundle), "at": "2026-01-01T00:00:00Z"})
+    data["rotations"].append({"rotation": 1, "artefact": "encrypted/secrets.encrypted.yaml",
+                              "from": record.bases["secrets"], "to": sha256_file(bundle),
+                              "at": "2026-01-01T00:00:00Z"})
     ledger_path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     code, output = check(promoted)
     assert code == 0, output
