@@ -20,8 +20,9 @@ from pipeline.state import ledger
 from pipeline.state.ledger import canonical, file_identity, sha256_bytes
 from pipeline.talos.baseconfig import dump_documents
 from pipeline.talos.inventory import Inventory, Node
-from pipeline.talos.patching import apply_patches, load_documents
-from pipeline.talos.validation import validate_machine_config
+from pipeline.talos.contracts import contract
+from pipeline.talos.patching import apply_patches_traced, load_documents
+from pipeline.talos.validation import check_node_config, check_patches
 
 
 @lru_cache(maxsize=8)
@@ -66,6 +67,9 @@ def render_node(inventory: Inventory, node: Node) -> Rendered:
     source = source_digest(inventory, node, [(name, text) for name, text, _templated in texts],
                            inputs[:len(inputs) - len(patches)])
     base = base_documents(inventory, node.role)
+    version = contract(inventory.cluster.talos_version)
+    check_patches(patches, version)  # Talos's strict decoding, per patch file (names its line)
+    provenance = None
     if inventory.renderer == "talosctl":
         from pipeline.promote import talosctl
 
@@ -73,8 +77,9 @@ def render_node(inventory: Inventory, node: Node) -> Rendered:
                                 [(name, templated) for name, _text, templated in texts])
         documents = load_documents(output, f"talosctl output for node {node.name}")
     else:
-        documents = apply_patches(base, patches)
-    validate_machine_config(documents, f"node {node.name}")
+        documents, provenance = apply_patches_traced(base, patches)
+    # Types as Talos decodes them (extraArgs/sysctls/labels are strings), then the version's schema and rules.
+    documents = check_node_config(documents, node.name, version, provenance)
     return Rendered(documents, dump_documents(documents), inputs, source)
 
 

@@ -84,6 +84,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_DEPTH",
     "Document",
+    "GoDumper",
     "LineMap",
     "dump_documents",
     "go_quotes",
@@ -91,6 +92,7 @@ __all__ = [
     "load_documents",
     "load_documents_with_lines",
     "load_one",
+    "load_one_with_lines",
     "resolve_plain",
     "sops_hazard",
 ]
@@ -664,6 +666,16 @@ def load_one(
     return documents[0].value if documents else None
 
 
+def load_one_with_lines(text: str, source: str | Path) -> tuple[Any, LineMap]:
+    """The single document of ``text`` and its line map (``(None, {})`` for an empty text)."""
+    documents = load_documents_with_lines(text, source)
+    if len(documents) > 1:
+        raise PipelineError(
+            f"expected one YAML document, found {len(documents)}", path=str(source), line=documents[1].line
+        )
+    return (documents[0].value, documents[0].lines) if documents else (None, {})
+
+
 def line_of(lines: LineMap, path: Iterable[Any]) -> int | None:
     """The line of the deepest known prefix of ``path`` (the closest thing to point at)."""
     path = tuple(path)
@@ -826,6 +838,11 @@ _Dumper.add_representer(None, _refuse)
 class _NoAliasDumper(_Dumper):
     def ignore_aliases(self, data: Any) -> bool:
         return True  # a value used twice is written twice: no anchors in the output
+
+
+GoDumper = _NoAliasDumper
+"""The PyYAML dumper behind ``dump_documents`` (go-yaml's typing, quoting and layout, no anchors), for
+writers that build on PyYAML's emitter (the fragment-memoising dumper of ``baseconfig``)."""
 
 
 def _path_text(index: int, path: tuple[Any, ...]) -> str:
