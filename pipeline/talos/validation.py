@@ -148,9 +148,9 @@ def check_patches(patches: Sequence[Patch], contract: str) -> None:
     """Refuse what Talos's decoder refuses in a patch, for this Talos version: a document kind the version
     does not register, or an unknown key at any depth. One line naming the patch file and line."""
     for patch in patches:
-        findings = schema.strict_check(
-            patch.content, contract, patch.source, patch=True, locate=patch.line
-        )
+        # A JSON 6902 patch is one document: its list of operations.
+        documents = [patch.content] if patch.kind == "json6902" else patch.content
+        findings = schema.strict_check(documents, contract, patch.source, patch=True, locate=patch.line)
         if findings:
             first = findings[0]
             message = "; ".join(_finding_text(finding) for finding in findings)
