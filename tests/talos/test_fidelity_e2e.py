@@ -261,3 +261,21 @@ def test_rendered_text_reads_back_to_the_rendered_documents(promoted: Repo) -> N
     text = promoted.sops("--decrypt", ARTEFACT.format(node="w2")).stdout
     json_docs = _decrypted_json(promoted, "w2")
     assert load_documents(text, "w2") == json_docs
+
+
+def test_watch_reports_exit_1_for_bad_input(promoted: Repo) -> None:
+    """`doit watch`: a rebuild refused for a bad patch fails with exit 1 (bad input), naming the line."""
+    from tests.wiring.test_watch import Watching
+
+    watcher = Watching(promoted)
+    try:
+        watcher.ready()
+        _write(promoted, "w1.yaml", (promoted.path / "patches" / "w1.yaml").read_text()
+               + "cluster:\n  network:\n    proxy:\n      disabled: true\n")
+        watcher.rebuilt(2, "failed", timeout=20)
+        failed = [line for line in watcher.output.splitlines() if "rebuild 2 failed" in line]
+        assert failed and "(exit 1)" in failed[0], watcher.output
+        assert "patches/w1.yaml:" in watcher.output and "cluster.network.proxy" in watcher.output, watcher.output
+        assert "Traceback" not in watcher.output
+    finally:
+        watcher.close()
