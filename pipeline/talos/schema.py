@@ -470,7 +470,8 @@ def talos_rules(
         if auto is None and not hostname:
             add(index, "HostnameConfig", (), "either 'auto' or 'hostname' must be set")
         if auto not in (None, "off") and hostname:
-            add(index, "HostnameConfig", (), "'auto' and 'hostname' cannot be set at the same time")
+            # Pointed at the hostname: it is the usual late addition (a patch setting only `hostname:`).
+            add(index, "HostnameConfig", ("hostname",), "'auto' and 'hostname' cannot be set at the same time")
         if auto is not None and auto not in ("off", "stable"):
             add(index, "HostnameConfig", ("auto",), "invalid value for 'auto' (allowed: off, stable)")
         if hostname:
