@@ -198,7 +198,8 @@ def _on_version(repo: Repo, version: str) -> None:
     for node in ("cp1", "cp2", "cp3", "w1", "w2", "w3"):
         path = repo.path / "patches" / f"{node}.yaml"
         text = path.read_text().replace("    hostname: {{ node.name }}\n", "")
-        path.write_text(text + "---\napiVersion: v1alpha1\nkind: HostnameConfig\nauto: off\nhostname: {{ node.name }}\n")
+        hostname = "---\napiVersion: v1alpha1\nkind: HostnameConfig\nauto: off\nhostname: {{ node.name }}\n"
+        path.write_text(text + hostname)
 
 
 @pytest.fixture(scope="module", params=["v1.12.0", "v1.13.0"])
