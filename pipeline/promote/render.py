@@ -19,8 +19,8 @@ from pipeline.sops.config import SOPS_CONFIG, SopsConfig, parse_sops_config
 from pipeline.state import ledger
 from pipeline.state.ledger import canonical, file_identity, sha256_bytes
 from pipeline.talos.baseconfig import dump_documents
-from pipeline.talos.inventory import Inventory, Node
 from pipeline.talos.contracts import contract
+from pipeline.talos.inventory import Inventory, Node
 from pipeline.talos.patching import apply_patches_traced, load_documents
 from pipeline.talos.validation import check_node_config, check_patches
 
