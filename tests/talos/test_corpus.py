@@ -1,111 +1,81 @@
-"""Real-world patches (tests/corpus, sources in tests/corpus/SOURCES.md): does Talos accept them, per version?
+"""Real-world patches (tests/corpus, sources in tests/corpus/SOURCES.md) through the real render, per Talos version.
 
-Each patch is decoded strictly (unknown kinds and keys) for v1.11, v1.12 and v1.13; an accepted patch is then
-merged onto talosctl's base config of that version and Talos's ported ``Validate()`` rules are applied. The
-verdicts must match ``tests/corpus/expected.yaml``.
-
-The merge here is a stand-in (maps merge, lists append, ``$patch: delete``, documents by kind and name, JSON 6902
-via jsonpatch) so the rules have a whole config to look at; the render pipeline should replace it.
+Each patch is read by the pipeline's YAML layer (go-yaml v3 typing), decoded strictly for v1.11, v1.12 and v1.13
+(unknown kinds and keys), merged by the pipeline's own merge onto talosctl's base config of that version (plus the
+install disk every cluster.yaml names), its types normalised as Talos decodes them, and checked against the
+version's JSON schema and Talos's ported ``Validate()`` rules: exactly what ``render_node`` does. The verdicts
+must match ``tests/corpus/expected.yaml``. An accepted patch is then checked field by field in the rendered
+config, written, encrypted with the real sops binary and decrypted again: the decrypted documents must equal the
+rendered ones (what ``doit verify`` and ``doit drill`` compare).
 """
 
 from __future__ import annotations
 
-import copy
-import re
+import math
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
-import jsonpatch
 import pytest
 import yaml
 
+from pipeline.errors import PipelineError
+from pipeline.sops.identities import new_identity_text
+from pipeline.sops.runner import sops_binary
 from pipeline.talos import schema as ts
+from pipeline.talos.baseconfig import dump_documents
+from pipeline.talos.patching import Patch, apply_patches_traced, load_patch
+from pipeline.talos.validation import check_node_config, check_patches
+from pipeline.talos.yaml import load_documents
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 PATCHES = sorted((CORPUS / "patches").glob("*.yaml"))
 EXPECTED: dict[str, Any] = yaml.safe_load((CORPUS / "expected.yaml").read_text(encoding="utf-8"))
 STABILITY = Path(__file__).resolve().parents[3] / "shared" / "talos-fixtures" / "stability"
+INSTALL = Patch("cluster.yaml", "strategic", ({"machine": {"install": {"disk": "/dev/sda"}}},))
 
 
-def _merge(base: Any, patch: Any) -> Any:
-    if isinstance(base, dict) and isinstance(patch, dict):
-        out = dict(base)
-        for key, value in patch.items():
-            if isinstance(value, dict) and value.get("$patch") == "delete":
-                out.pop(key, None)
-            else:
-                out[key] = _merge(out.get(key), value) if key in out else _strip(value)
-        return out
-    if isinstance(base, list) and isinstance(patch, list):
-        deleted = [p for p in patch if isinstance(p, dict) and p.get("$patch") == "delete"]
-        kept = [b for b in base if not any(_matches(b, d) for d in deleted)]
-        return kept + [_strip(p) for p in patch if p not in deleted]
-    return _strip(patch)
-
-
-def _matches(item: Any, delete: dict) -> bool:
-    keys = {k: v for k, v in delete.items() if k != "$patch"}
-    return isinstance(item, dict) and all(item.get(k) == v for k, v in keys.items())
-
-
-def _strip(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k != "$patch"}
-    if isinstance(value, list):
-        return [_strip(v) for v in value]
-    return value
-
-
-def merged_onto_base(docs: list[Any], version: str) -> list[Any]:
+def base(version: str) -> list[Any]:
+    """talosctl's controlplane base config for ``version``, read as the pipeline reads a decrypted base."""
     text = (STABILITY / version / "base-controlplane.yaml").read_text(encoding="utf-8")
-    config = [d for d in yaml.safe_load_all(text) if d is not None]
-    for doc in docs:
-        if isinstance(doc, list):
-            config[0] = jsonpatch.apply_patch(config[0], doc)
-        elif ts.document_kind(doc) == ts.MACHINE_CONFIG:
-            config[0] = _merge(config[0], doc)
-        else:
-            ident = (doc.get("kind"), doc.get("name"))
-            same = [d for d in config if (d.get("kind"), d.get("name")) == ident]
-            merged = _merge(same[0], doc) if same else _strip(copy.deepcopy(doc))
-            config = [d for d in config if (d.get("kind"), d.get("name")) != ident] + [merged]
-    return config
+    return [doc for doc in load_documents(text, f"base-{version}") if doc is not None]
 
 
-class _GoOctalLoader(yaml.SafeLoader):
-    """PyYAML plus go-yaml v3's ``0o644`` integers (the only Go-only scalar form in this corpus).
-
-    A stand-in until the pipeline's single Go-semantics YAML layer can be used here.
-    """
+def load(path: Path) -> Patch:
+    return load_patch(path.read_text(encoding="utf-8"), f"patches/{path.name}")
 
 
-_GoOctalLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^0o[0-7]+$"), list("0"))
-_GoOctalLoader.add_constructor(
-    "tag:yaml.org,2002:int",
-    lambda loader, node: (
-        int(node.value[2:], 8) if node.value.startswith("0o") else yaml.SafeLoader.construct_yaml_int(loader, node)
-    ),
-)
-
-
-def load(path: Path) -> list[Any]:
-    return [d for d in yaml.load_all(path.read_text(encoding="utf-8"), Loader=_GoOctalLoader) if d is not None]
+def merged_onto_base(patch: Patch, version: str) -> list[Any]:
+    """The pipeline's own merge (not a stand-in) of the patch onto the base, types as Talos decodes them."""
+    merged, provenance = apply_patches_traced(base(version), [INSTALL, patch])
+    return ts.normalise_types(merged, version, raw_text=lambda i, p: provenance.raw_text(merged[i], p))
 
 
 def verdict(path: Path, version: str) -> dict[str, Any]:
     """What Talos does with this patch on a cluster of this version: accepts, or refuses with reasons.
 
-    Accepted means: decodes strictly, and the config it yields on talosctl's base (types normalised as
-    Talos decodes them) validates against the version's schema and passes the ported Validate() rules.
+    Accepted means: decodes strictly, and the config the pipeline merges from it on talosctl's base
+    validates against the version's schema and passes the ported Validate() rules.
     """
-    docs = load(path)
-    findings = ts.strict_check(docs, version, path.name, patch=True)
+    patch = load(path)
+    documents = [patch.content] if patch.kind == "json6902" else list(patch.content)
+    findings = ts.strict_check(documents, version, path.name, patch=True)
     if not findings:
-        config = ts.normalise_types(merged_onto_base(docs, version), version)
-        findings = ts.validate(config, version, path.name)
+        try:
+            findings = ts.validate(merged_onto_base(patch, version), version, path.name)
+        except PipelineError as error:  # the merge itself refuses it, as Talos's configpatcher does
+            return {"talos": "refuses", "reasons": [error.message]}
     if not findings:
         return {"talos": "accepts"}
     return {"talos": "refuses", "reasons": [str(f).removeprefix(f"{path.name}: ") for f in findings]}
+
+
+def render(patch: Patch, version: str) -> list[Any]:
+    """``render_node``'s steps for one node whose only patch is ``patch``; PipelineError when refused."""
+    check_patches([patch], version)
+    merged, provenance = apply_patches_traced(base(version), [INSTALL, patch])
+    return check_node_config(merged, "cp1", version, provenance)
 
 
 def test_corpus_is_large_and_varied_enough() -> None:
@@ -121,6 +91,100 @@ def test_corpus_is_large_and_varied_enough() -> None:
 def test_corpus_patch_verdicts_match_expected(path: Path) -> None:
     actual = {version: verdict(path, version) for version in ts.SUPPORTED}
     assert actual == EXPECTED[path.name]
+
+
+def _same(left: Any, right: Any) -> bool:
+    # Go's values: bools apart from numbers; sops writes an integral float below 1e6 as an int.
+    if isinstance(left, dict) and isinstance(right, dict):
+        return list(left) == list(right) and all(_same(left[k], right[k]) for k in left)
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(_same(a, b) for a, b in zip(left, right, strict=True))
+    if isinstance(left, bool | str) or isinstance(right, bool | str):
+        return type(left) is type(right) and left == right
+    if isinstance(left, float) and isinstance(right, float) and math.isnan(left) and math.isnan(right):
+        return True
+    return bool(left == right)
+
+
+def _effect_problems(
+    patch_doc: Any, rendered: Any, raw: dict[tuple[Any, ...], str], path: tuple[Any, ...] = ()
+) -> list[str]:
+    """Where the rendered config does not hold what a strategic patch document says (``$patch`` aside)."""
+    if isinstance(patch_doc, dict):
+        if "$patch" in patch_doc:
+            return []
+        if not isinstance(rendered, dict):
+            return [f"{path}: not a mapping"]
+        problems = []
+        for key, value in patch_doc.items():
+            if value is None:
+                continue  # null never sets anything in Talos's merge
+            if key not in rendered:
+                problems.append(f"{(*path, key)}: missing")
+            else:
+                problems.extend(_effect_problems(value, rendered[key], raw, (*path, key)))
+        return problems
+    if isinstance(patch_doc, list):
+        ok = isinstance(rendered, list) and len(rendered) >= len([i for i in patch_doc if not
+                                                                 (isinstance(i, dict) and "$patch" in i)])
+        return [] if ok or not patch_doc else [f"{path}: list items missing"]
+    if patch_doc in ("", 0) and not isinstance(patch_doc, bool):
+        return []  # Go's zero value: the merge keeps what the base had
+    if _same(patch_doc, rendered) or rendered == raw.get(path) or rendered == _go_text(patch_doc):
+        return []  # as written, or as the string Talos decodes it into
+    return [f"{path}: differs"]
+
+
+def _go_text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, int | float) else value
+
+
+@pytest.fixture(scope="module")
+def age_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    text, public = new_identity_text()
+    key = tmp_path_factory.mktemp("age") / "keys.txt"
+    key.write_text(text)
+    return key, public
+
+
+def _sops(args: list[str], key: Path, cwd: Path) -> str:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), "SOPS_AGE_KEY_FILE": str(key)}
+    result = subprocess.run([sops_binary(), *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("version", ts.SUPPORTED)
+def test_corpus_through_the_render_and_sops(version: str, age_key: tuple[Path, str], tmp_path: Path) -> None:
+    """Every patch: the real render accepts exactly the expected ones (refusals are one line naming the patch),
+    an accepted one has its effect in the rendered config, and the artefact decrypts to the rendered documents."""
+    key, public = age_key
+    accepted = 0
+    for path in PATCHES:
+        patch = load(path)
+        expected = EXPECTED[path.name][version]["talos"]
+        try:
+            rendered = render(patch, version)
+        except PipelineError as error:
+            assert expected == "refuses", f"{path.name}: {error}"
+            assert "\n" not in str(error) and f"patches/{path.name}" in str(error), str(error)
+            continue
+        assert expected == "accepts", path.name
+        accepted += 1
+        if patch.kind == "strategic":
+            for index, doc in enumerate(patch.content):
+                target = next(d for d in rendered if ts.document_kind(d) == ts.document_kind(doc)
+                              and d.get("name") == doc.get("name"))
+                assert _effect_problems(doc, target, patch.raw[index]) == [], path.name
+        plain = tmp_path / "cp1.yaml"
+        plain.write_text(dump_documents(rendered))
+        (tmp_path / "cp1.enc.yaml").write_text(_sops(["--encrypt", "--age", public, str(plain)], key, tmp_path))
+        decrypted = _sops(["--decrypt", "cp1.enc.yaml"], key, tmp_path)
+        stored = [doc for doc in load_documents(decrypted, "decrypted") if doc is not None]
+        assert _same(stored, rendered), f"{path.name}: the decrypted artefact differs from the render"
+    assert accepted >= 20
 
 
 def test_corpus_covers_accepts_and_refusals_on_every_version() -> None:
