@@ -68,7 +68,7 @@ def render_node(inventory: Inventory, node: Node) -> Rendered:
                            inputs[:len(inputs) - len(patches)])
     base = base_documents(inventory, node.role)
     version = contract(inventory.cluster.talos_version)
-    check_patches(patches, version)  # Talos's strict decoding, per patch file (names its line)
+    check_patches(patches, version, ("strategic",))  # Talos's strict decoding, per patch file (names its line)
     provenance = None
     if inventory.renderer == "talosctl":
         from pipeline.promote import talosctl
@@ -78,6 +78,7 @@ def render_node(inventory: Inventory, node: Node) -> Rendered:
         documents = load_documents(output, f"talosctl output for node {node.name}")
     else:
         documents, provenance = apply_patches_traced(base, patches)
+    check_patches(patches, version, ("json6902",))  # after the merge, as Talos applies them first
     # Types as Talos decodes them (extraArgs/sysctls/labels are strings), then the version's schema and rules.
     documents = check_node_config(documents, node.name, version, provenance)
     return Rendered(documents, dump_documents(documents), inputs, source)

@@ -1,4 +1,9 @@
-"""The checks of ``talosctl validate --mode metal`` that matter for a rendered machine config.
+"""A rendered machine config checked as Talos would load it, for the cluster's Talos version.
+
+- ``check_patches``: Talos's strict decoding of each patch (kinds its version registers, known keys only).
+- ``check_node_config``: types normalised as Talos decodes them, the version's JSON schema, the ported
+  ``Validate()`` rules (``talos.schema``) and the checks of ``talosctl validate --mode metal`` below; each
+  problem names the patch file:line that brought the value (provenance recorded during the merge).
 
 Pure: no I/O. Every problem found is reported at once, each naming its field.
 """
@@ -144,10 +149,16 @@ def validate_machine_config(documents: list[dict[str, Any]], source: str) -> Non
         raise PipelineError("; ".join(message for _path, message in problems), path=source)
 
 
-def check_patches(patches: Sequence[Patch], contract: str) -> None:
+def check_patches(patches: Sequence[Patch], contract: str, kinds: Sequence[str] = ("strategic", "json6902")) -> None:
     """Refuse what Talos's decoder refuses in a patch, for this Talos version: a document kind the version
-    does not register, or an unknown key at any depth. One line naming the patch file and line."""
+    does not register, or an unknown key at any depth. One line naming the patch file and line.
+
+    ``kinds`` selects the patches checked: Talos decodes a strategic patch before merging it, but applies
+    JSON 6902 operations first (a failed operation is its error), so a render checks those after the merge.
+    """
     for patch in patches:
+        if patch.kind not in kinds:
+            continue
         # A JSON 6902 patch is one document: its list of operations.
         documents = [patch.content] if patch.kind == "json6902" else patch.content
         findings = schema.strict_check(documents, contract, patch.source, patch=True, locate=patch.line)
