@@ -7,8 +7,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from pipeline.errors import PipelineError
 from pipeline.layout import ENCRYPTED_DIR, SECRETS_ARTEFACT, TALOSCONFIG_ARTEFACT, base_artefact
 from pipeline.promote import talosctl
@@ -18,6 +16,7 @@ from pipeline.sops.config import SOPS_CONFIG, load_sops_config, render_sops_conf
 from pipeline.state import ledger
 from pipeline.talos.baseconfig import ClusterParams, dump_documents, generate_base, generate_talosconfig
 from pipeline.talos.inventory import ROLES, Inventory
+from pipeline.talos.yaml import load_one
 
 
 @dataclass
@@ -118,13 +117,13 @@ def bootstrap(inventory: Inventory) -> BootstrapReport:
     bundle = None
     if not (root / SECRETS_ARTEFACT).is_file():
         if use_talosctl:
-            bundle = yaml.safe_load(talosctl.gen_secrets(root))
+            bundle = load_one(talosctl.gen_secrets(root), "talosctl gen secrets")
         else:
             from pipeline.talos.secrets_bundle import generate_bundle  # cryptography: only at bootstrap
 
             bundle = generate_bundle(inventory.cluster.talos_version)
         # The bundle reaches sops on stdin: its plaintext never touches the disk.
-        _encrypt_to(root, SECRETS_ARTEFACT, yaml.safe_dump(bundle, sort_keys=False))
+        _encrypt_to(root, SECRETS_ARTEFACT, dump_documents([bundle]))
         report.made.append(SECRETS_ARTEFACT)
     # The bundle's ciphertext digest, recorded on first sight and never replaced here: `doit check`
     # flags any later change that the ledger's `rotations` does not record as deliberate.
@@ -134,7 +133,7 @@ def bootstrap(inventory: Inventory) -> BootstrapReport:
     todo = [path for path in missing(inventory) if path not in (SOPS_CONFIG, SECRETS_ARTEFACT)]
     if todo:
         if bundle is None:
-            bundle = yaml.safe_load(sops.decrypt(SECRETS_ARTEFACT, root))
+            bundle = load_one(sops.decrypt(SECRETS_ARTEFACT, root), SECRETS_ARTEFACT)
             from pipeline.talos.secrets_bundle import validate_bundle
 
             validate_bundle(bundle, SECRETS_ARTEFACT)
@@ -148,7 +147,7 @@ def bootstrap(inventory: Inventory) -> BootstrapReport:
                 report.made.append(base_artefact(role))
         if TALOSCONFIG_ARTEFACT in todo:
             talosconfig = generate_talosconfig(bundle, params, _endpoints(inventory))
-            _encrypt_to(root, TALOSCONFIG_ARTEFACT, yaml.safe_dump(talosconfig, sort_keys=False))
+            _encrypt_to(root, TALOSCONFIG_ARTEFACT, dump_documents([talosconfig]))
             report.made.append(TALOSCONFIG_ARTEFACT)
         if any(base_artefact(role) in report.made for role in ROLES):
             with ledger.updating(root) as record:
@@ -161,7 +160,7 @@ def bootstrap(inventory: Inventory) -> BootstrapReport:
 def _bootstrap_with_talosctl(inventory: Inventory, bundle: dict, todo: list[str], report: BootstrapReport) -> None:
     """Base configs and talosconfig from `talosctl gen config --with-secrets` (renderer: talosctl)."""
     cluster = inventory.cluster
-    files = talosctl.gen_config(inventory.root, yaml.safe_dump(bundle, sort_keys=False), cluster.name,
+    files = talosctl.gen_config(inventory.root, dump_documents([bundle]), cluster.name,
                                 cluster.endpoint, cluster.talos_version, cluster.kubernetes_version)
     wanted = {base_artefact("controlplane"): "controlplane.yaml", base_artefact("worker"): "worker.yaml",
               TALOSCONFIG_ARTEFACT: "talosconfig"}
