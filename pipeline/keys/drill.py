@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.keys.recipients import describe_keys, recipient_names
-from pipeline.keys.rewrite import Emit, _documents, _quiet, _scratch, artefacts
+from pipeline.keys.rewrite import Emit, _quiet, _scratch, artefacts
 from pipeline.layout import node_artefact
 from pipeline.promote.render import render_node
 from pipeline.sops import identities as keys
@@ -22,6 +22,7 @@ from pipeline.sops import metadata
 from pipeline.sops import runner as sops
 from pipeline.state import git
 from pipeline.talos.inventory import INVENTORY_FILE, Inventory, load_inventory
+from pipeline.talos.yaml import load_documents
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,11 @@ def drill(root: Path, key_file: Path, emit: Emit = _quiet) -> DrillReport:
     return DrillReport(lines, public, commit, time.monotonic() - started)
 
 
+def _documents(text: str, source: str) -> list[Any]:
+    """A decrypted artefact's (or a render's) documents, read as Talos and sops read them (go-yaml v3)."""
+    return [doc for doc in load_documents(text, source) if doc is not None]
+
+
 def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
     """Dotted path of the first place two parsed documents differ (never their values)."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -174,7 +180,7 @@ def _drill_worker(clone: Path) -> int:
     for artefact in artefacts(clone):
         text = (clone / artefact).read_text(encoding="utf-8")
         try:
-            documents = _documents(sops.decrypt(artefact, clone))
+            documents = _documents(sops.decrypt(artefact, clone), artefact)
         except PipelineError as error:
             needed = metadata.artefact_recipients(text)
             if not set(needed) & set(search.public_keys):
@@ -189,7 +195,7 @@ def _drill_worker(clone: Path) -> int:
             out(DrillLine(artefact, "ok"))
             continue
         try:
-            rendered = _documents(render_node(inventory, node).text)
+            rendered = _documents(render_node(inventory, node).text, artefact)
         except PipelineError as error:
             out(DrillLine(artefact, "cannot re-render", str(error)))
             continue

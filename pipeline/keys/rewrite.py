@@ -17,8 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.errors import PipelineError
 from pipeline.keys.recipients import _NO_IDENTITY, access_hint
 from pipeline.layout import ENCRYPTED_DIR
@@ -26,9 +24,9 @@ from pipeline.sops import identities as keys
 from pipeline.sops import metadata
 from pipeline.state import ledger
 from pipeline.state.ledger import LEDGER_FILE, Ledger, sha256_bytes, sha256_file
+from pipeline.talos.yaml import load_documents
 
 ARTEFACT_SUFFIX = ".encrypted.yaml"
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 Emit = Callable[[str], None]
 
@@ -56,7 +54,7 @@ def artefacts(root: Path) -> list[str]:
 
 
 def _documents(text: str) -> list[Any]:
-    return [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc is not None]
+    return [doc for doc in load_documents(text, "artefact") if doc is not None]
 
 
 # --- recipients -------------------------------------------------------------------------------

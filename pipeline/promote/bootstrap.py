@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.errors import PipelineError
 from pipeline.layout import ENCRYPTED_DIR, SECRETS_ARTEFACT, TALOSCONFIG_ARTEFACT, base_artefact, node_artefact
 from pipeline.promote import talosctl
@@ -21,6 +19,7 @@ from pipeline.state import git, ledger
 from pipeline.talos.baseconfig import ClusterParams, dump_documents, generate_base, generate_talosconfig
 from pipeline.talos.inventory import INVENTORY_FILE, ROLES, Inventory
 from pipeline.talos.validation import validate_machine_config
+from pipeline.talos.yaml import load_one
 
 
 @dataclass
@@ -216,7 +215,7 @@ def bootstrap(inventory: Inventory, *, new_cluster: bool = False) -> BootstrapRe
     bundle = None
     if not (root / SECRETS_ARTEFACT).is_file():
         if use_talosctl:
-            bundle = yaml.safe_load(talosctl.gen_secrets(root))
+            bundle = load_one(talosctl.gen_secrets(root), "talosctl gen secrets")
         else:
             from pipeline.talos.secrets_bundle import generate_bundle  # cryptography: only at bootstrap
 
@@ -225,7 +224,7 @@ def bootstrap(inventory: Inventory, *, new_cluster: bool = False) -> BootstrapRe
         if not use_talosctl:
             # Checked before the bundle is written: a bad endpoint leaves the repository as it was.
             _validated_bases(inventory, bundle, list(ROLES))
-        _encrypt_to(root, SECRETS_ARTEFACT, yaml.safe_dump(bundle, sort_keys=False))
+        _encrypt_to(root, SECRETS_ARTEFACT, dump_documents([bundle]))
         report.made.append(SECRETS_ARTEFACT)
     # The bundle's ciphertext digest, recorded on first sight and never replaced here: `doit check`
     # flags any later change that the ledger's `rotations` does not record as deliberate. A new
@@ -241,7 +240,7 @@ def bootstrap(inventory: Inventory, *, new_cluster: bool = False) -> BootstrapRe
         todo = [*dict.fromkeys([*todo, *(base_artefact(role) for role in ROLES), TALOSCONFIG_ARTEFACT])]
     if todo:
         if bundle is None:
-            bundle = yaml.safe_load(sops.decrypt(SECRETS_ARTEFACT, root))
+            bundle = load_one(sops.decrypt(SECRETS_ARTEFACT, root), SECRETS_ARTEFACT)
             from pipeline.talos.secrets_bundle import validate_bundle
 
             validate_bundle(bundle, SECRETS_ARTEFACT)
@@ -255,7 +254,7 @@ def bootstrap(inventory: Inventory, *, new_cluster: bool = False) -> BootstrapRe
             report.made.append(base_artefact(role))
         if TALOSCONFIG_ARTEFACT in todo:
             talosconfig = generate_talosconfig(bundle, params, _endpoints(inventory))
-            _encrypt_to(root, TALOSCONFIG_ARTEFACT, yaml.safe_dump(talosconfig, sort_keys=False))
+            _encrypt_to(root, TALOSCONFIG_ARTEFACT, dump_documents([talosconfig]))
             report.made.append(TALOSCONFIG_ARTEFACT)
         if any(base_artefact(role) in report.made for role in ROLES):
             with ledger.updating(root) as record:
@@ -284,7 +283,7 @@ def announce_new_cluster() -> None:
 def _bootstrap_with_talosctl(inventory: Inventory, bundle: dict, todo: list[str], report: BootstrapReport) -> None:
     """Base configs and talosconfig from `talosctl gen config --with-secrets` (renderer: talosctl)."""
     cluster = inventory.cluster
-    files = talosctl.gen_config(inventory.root, yaml.safe_dump(bundle, sort_keys=False), cluster.name,
+    files = talosctl.gen_config(inventory.root, dump_documents([bundle]), cluster.name,
                                 cluster.endpoint, cluster.talos_version, cluster.kubernetes_version)
     wanted = {base_artefact("controlplane"): "controlplane.yaml", base_artefact("worker"): "worker.yaml",
               TALOSCONFIG_ARTEFACT: "talosconfig"}

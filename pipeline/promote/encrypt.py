@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import yaml
-
 from pipeline.errors import PipelineError
 from pipeline.layout import node_artefact, rendered_path
 from pipeline.promote.intent import describe_trigger
@@ -19,30 +17,7 @@ from pipeline.state.integrity import verify_ciphertext
 from pipeline.state.journal import journal_entry, journaled_entry
 from pipeline.state.ledger import LEDGER_FILE, Ledger, file_identity, sha256_file
 from pipeline.talos.inventory import Inventory, Node
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+from pipeline.talos.yaml import load_documents
 
 
 @dataclass(frozen=True)
@@ -139,7 +114,7 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
     def documents() -> list[Any]:
         if not parsed:
             text = plain.read_text(encoding="utf-8")
-            parsed.extend(doc for doc in yaml.load_all(text, Loader=_LOADER) if doc is not None)
+            parsed.extend(doc for doc in load_documents(text, plain) if doc is not None)
         return parsed
 
     if rendered.get("shape") == shape and "rendered" in rendered:
@@ -161,7 +136,7 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
             # An artefact the ledger does not know (hand-made, checked out, rotated): only a
             # decrypt can tell whether it already holds these documents.
             try:
-                old = [doc for doc in yaml.load_all(sops.decrypt(artefact, root), Loader=_LOADER)
+                old = [doc for doc in load_documents(sops.decrypt(artefact, root), artefact)
                        if doc is not None]
                 # Kept artefacts are recorded in the ledger, and the promotion's guard trusts what
                 # the ledger records: judge this one now, as if sops had just written it.

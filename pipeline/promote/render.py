@@ -26,9 +26,10 @@ from pipeline.sops.config import SOPS_CONFIG, SopsConfig, parse_sops_config
 from pipeline.state import ledger
 from pipeline.state.ledger import canonical, file_identity, sha256_bytes
 from pipeline.talos.baseconfig import dump_documents
+from pipeline.talos.contracts import contract
 from pipeline.talos.inventory import Inventory, Node
-from pipeline.talos.patching import apply_patches, load_documents
-from pipeline.talos.validation import validate_machine_config
+from pipeline.talos.patching import apply_patches_traced, load_documents
+from pipeline.talos.validation import check_node_config, check_patches
 
 
 @lru_cache(maxsize=8)
@@ -73,6 +74,9 @@ def render_node(inventory: Inventory, node: Node) -> Rendered:
     source = source_digest(inventory, node, [(name, text) for name, text, _templated in texts],
                            inputs[:len(inputs) - len(patches)])
     base = base_documents(inventory, node.role)
+    version = contract(inventory.cluster.talos_version)
+    check_patches(patches, version, ("strategic",))  # Talos's strict decoding, per patch file (names its line)
+    provenance = None
     if inventory.renderer == "talosctl":
         from pipeline.promote import talosctl
 
@@ -80,8 +84,10 @@ def render_node(inventory: Inventory, node: Node) -> Rendered:
                                 [(name, templated) for name, _text, templated in texts])
         documents = load_documents(output, f"talosctl output for node {node.name}")
     else:
-        documents = apply_patches(base, patches)
-    validate_machine_config(documents, f"node {node.name}")
+        documents, provenance = apply_patches_traced(base, patches)
+    check_patches(patches, version, ("json6902",))  # after the merge, as Talos applies them first
+    # Types as Talos decodes them (extraArgs/sysctls/labels are strings), then the version's schema and rules.
+    documents = check_node_config(documents, node.name, version, provenance)
     check_secret_landing(inventory, node, documents)  # values from encrypted sources stay encrypted
     return Rendered(documents, dump_documents(documents), inputs, source)
 

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.errors import PipelineError
 from pipeline.layout import SECRETS_ARTEFACT, base_artefact, node_artefact
 from pipeline.promote import bootstrap
@@ -24,12 +22,11 @@ from pipeline.review.verify import decrypt_many
 from pipeline.sops.config import SOPS_CONFIG
 from pipeline.state import ledger
 from pipeline.talos.baseconfig import generate_base
+from pipeline.talos.contracts import contract
 from pipeline.talos.inventory import ROLES, Inventory, Node, load_inventory
-from pipeline.talos.patching import apply_patches
-from pipeline.talos.validation import validate_machine_config
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
+from pipeline.talos.patching import apply_patches_traced
+from pipeline.talos.validation import check_node_config, check_patches
+from pipeline.talos.yaml import load_documents, load_one
 
 # --- the plan -----------------------------------------------------------------------------------
 
@@ -62,7 +59,7 @@ class Plan:
 
 
 def _documents(text: str) -> list[Any]:
-    return [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc is not None]
+    return [doc for doc in load_documents(text, "artefact") if doc is not None]
 
 
 def _new_bases(inventory: Inventory, bundle: dict[str, Any], roles: list[str]) -> dict[str, list[Any]]:
@@ -74,9 +71,13 @@ def _new_bases(inventory: Inventory, bundle: dict[str, Any], roles: list[str]) -
 def _render(inventory: Inventory, node: Node, bases: dict[str, list[Any]]) -> list[Any]:
     if node.role not in bases:
         return render_node(inventory, node).documents
-    documents = apply_patches(copy.deepcopy(bases[node.role]), load_node_patches(inventory, node))
-    validate_machine_config(documents, f"node {node.name}")
-    return documents
+    # As render_node does it: strict decoding, the merge with provenance, Talos's types, schema and rules.
+    patches = load_node_patches(inventory, node)
+    version = contract(inventory.cluster.talos_version)
+    check_patches(patches, version, ("strategic",))
+    documents, provenance = apply_patches_traced(copy.deepcopy(bases[node.role]), patches)
+    check_patches(patches, version, ("json6902",))
+    return check_node_config(documents, node.name, version, provenance)
 
 
 def make_plan(root: Path) -> Plan:
@@ -103,7 +104,7 @@ def make_plan(root: Path) -> Plan:
     failed = next((text for text in plain.values() if isinstance(text, PipelineError)), None)
     if failed is not None:
         raise failed
-    bundle = yaml.load(str(plain.pop(SECRETS_ARTEFACT)), Loader=_LOADER)
+    bundle = load_one(str(plain.pop(SECRETS_ARTEFACT)), SECRETS_ARTEFACT)
     plan.redactor = Redactor.from_bundle(bundle)
     plan.redactor.secrets |= user_secret_values(inventory)  # `secrets.` variables and encrypted patches
     bases: dict[str, list[Any]] = {}

@@ -11,8 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from pipeline.errors import PipelineError
 from pipeline.guard import scan as guard
 from pipeline.layout import ENCRYPTED_DIR, node_artefact
@@ -22,8 +20,8 @@ from pipeline.sops import identities as keys
 from pipeline.sops import runner as sops
 from pipeline.state import ledger
 from pipeline.talos.inventory import load_inventory
+from pipeline.talos.yaml import load_documents
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 PATHS_SHOWN = 8
 
 
@@ -99,7 +97,8 @@ def verify(root: Path) -> Verification:
             continue  # already named above
         try:
             rendered = render_node(inventory, node).documents
-            stored = [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc is not None]
+            # Read as Talos and sops read it (go-yaml v3): `0o644` is 420 on both sides.
+            stored = [doc for doc in load_documents(text, artefact) if doc is not None]
         except PipelineError as error:
             result.findings.append(str(error))  # e.g. a tampered base: the same line for every node
             continue

@@ -30,6 +30,7 @@ import yaml
 
 from pipeline.errors import PipelineError
 from pipeline.talos.contracts import SUPPORTED_CONTRACTS, contract
+from pipeline.talos.yaml import GoDumper, load_one, sops_hazard
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -132,7 +133,7 @@ def _environment() -> jinja2.Environment:
 
 def _render(template: str, **context: Any) -> dict:
     text = _environment().get_template(template).render(**context)
-    document = yaml.safe_load(text)
+    document = load_one(text, template)
     if not isinstance(document, dict):
         raise AssertionError(f"template {template} did not render a mapping")
     return document
@@ -254,24 +255,10 @@ def generate_talosconfig(
     return {"context": params.name, "contexts": {params.name: context}}
 
 
-class _TalosDumper(yaml.SafeDumper):
-    """PyYAML dumper emitting go-yaml v3's layout, which is what Talos writes."""
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-        # go-yaml never writes indentless sequences; a collection that starts on a "- " line is
-        # indented by 2 (past the indicator), everything else to the next multiple of the indent.
-        self.indents.append(self.indent)
-        if self.indent is None:
-            self.indent = self.best_indent if flow else 0
-        elif self.states and self.states[-1] == self.expect_block_sequence_item:
-            self.indent += 2
-        else:
-            self.indent = self.best_indent * ((self.indent + self.best_indent) // self.best_indent)
-
-    def choose_scalar_style(self) -> str:
-        # go-yaml quotes with double quotes ("" for an empty string) where PyYAML uses single ones.
-        style = super().choose_scalar_style()
-        return '"' if style == "'" else style
+class _TalosDumper(GoDumper):  # type: ignore[misc,valid-type]
+    """go-yaml v3's layout, which is what Talos writes, and its typing: a string is written plain only when
+    go-yaml (so sops and Talos) reads the plain text back as that same string (``talos.yaml``'s rules);
+    otherwise it is double-quoted. No anchors."""
 
     # PyYAML's emitter analyses and writes every scalar a character at a time in Python; a fleet's
     # configs are mostly long base64 certificates and keys, the same in every node of a role. Two
@@ -303,16 +290,6 @@ def _scalar_analysis(scalar: str, allow_unicode: bool) -> Any:
     probe = yaml.emitter.Emitter.__new__(yaml.emitter.Emitter)  # analyze_scalar reads allow_unicode only
     probe.allow_unicode = allow_unicode
     return yaml.emitter.Emitter.analyze_scalar(probe, scalar)
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    # Multi-line strings (inline manifests, certificates) as literal blocks, like go-yaml; the
-    # emitter falls back to quoting when a literal block cannot hold the text exactly.
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_TalosDumper.add_representer(str, _represent_str)
 
 
 def _dump_one(document: Any) -> str:
@@ -515,7 +492,8 @@ def _scalar(value: Any, simple_key: bool = False) -> str | None:
 def _direct_mapping(mapping: dict, indent: int, lead: str, out: list[str]) -> bool:
     # The items of a non-empty block mapping at ``indent``; the first line starts with ``lead``.
     for key, value in mapping.items():
-        key_text = _scalar(key, simple_key=True) if type(key) is str else None
+        # "<<" is refused by the full dump (sops would read it as a merge key): let it say so.
+        key_text = _scalar(key, simple_key=True) if type(key) is str and key != "<<" else None
         if key_text is None:
             return False
         out += (lead, key_text, ":")
@@ -619,10 +597,17 @@ def _dump_document(document: Any) -> str:
     return _dump_one(document)
 
 
-def dump_documents(documents: list[dict]) -> str:
+def dump_documents(documents: list[dict], *, for_sops: bool = True) -> str:
     """YAML text of a multi-document config in Talos's encoding.
 
     4-space indent, key order preserved, ``---`` between documents. Byte for byte the text of a
     whole-document dump, built from memoised per-item fragments (see the fragment memo above).
+    go-yaml v3 (Talos, sops) reads it back to exactly these values: strings it would type otherwise
+    (``1e3``, ``0o644``, ``yes``, ``2024-06-01`` ...) are quoted. With ``for_sops`` a string sops
+    would corrupt (``talos.yaml.sops_hazard``) is a PipelineError naming its place, never its value.
     """
+    if for_sops:
+        problem = sops_hazard(documents)
+        if problem:
+            raise PipelineError(problem)
     return "---\n".join(_dump_document(document) for document in documents)

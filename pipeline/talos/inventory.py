@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from pipeline.errors import PipelineError
-from pipeline.talos.yamlsource import LineMap, line_of, load_yaml_with_lines
+from pipeline.talos.yaml import LineMap, line_of, load_one_with_lines
 
 INVENTORY_FILE = "cluster.yaml"
 PATCH_DIR = "patches"
@@ -100,7 +100,7 @@ class Inventory:
 
 
 def _fail(message: str, source: str, lines: LineMap, *path: Any) -> PipelineError:
-    return PipelineError(message, path=source, line=line_of(lines, *path))
+    return PipelineError(message, path=source, line=line_of(lines, path))
 
 
 def _check_patch_name(value: Any, source: str, lines: LineMap, *path: Any) -> str:
@@ -203,7 +203,7 @@ def _parse_node(name: Any, raw: Any, source: str, lines: LineMap, root: Path) ->
         patches = ()
     node_vars = _mapping(data.get("vars"), source, lines, "nodes", name, "vars")
     return Node(name=name, role=role, address=address, patches=patches, vars=dict(node_vars),
-                line=line_of(lines, "nodes", name))
+                line=line_of(lines, ("nodes", name)))
 
 
 def _refuse_duplicate_addresses(nodes: dict[str, Node], source: str, lines: LineMap) -> None:
@@ -238,10 +238,10 @@ def _parse_recipients(raw: Any, source: str, lines: LineMap) -> tuple[Recipient,
 
 def parse_inventory(text: str, root: Path, source: str = INVENTORY_FILE) -> Inventory:
     """Parse and validate the inventory text; every error names the file and line."""
-    data, lines = load_yaml_with_lines(text, source)
+    data, lines = load_one_with_lines(text, source)
     if not isinstance(data, dict):
         raise PipelineError("the inventory must be a mapping (cluster, nodes, ...)", path=source,
-                            line=line_of(lines))
+                            line=line_of(lines, ()))
     unknown = sorted(set(data) - _TOP_LEVEL, key=str)
     if unknown:
         raise _fail(f"{unknown[0]}: unknown top-level key (known: {', '.join(sorted(_TOP_LEVEL))})",
@@ -293,11 +293,11 @@ def parse_inventory(text: str, root: Path, source: str = INVENTORY_FILE) -> Inve
 def _patch_line(lines: LineMap, shared: tuple[str, ...], role_patches: dict[str, tuple[str, ...]],
                 node: Node, patch: str) -> int | None:
     if patch in shared:
-        return line_of(lines, "patches", shared.index(patch))
+        return line_of(lines, ("patches", shared.index(patch)))
     if patch in role_patches.get(node.role, ()):
-        return line_of(lines, "roles", node.role, role_patches[node.role].index(patch))
+        return line_of(lines, ("roles", node.role, role_patches[node.role].index(patch)))
     if patch in node.patches:
-        return line_of(lines, "nodes", node.name, "patches", node.patches.index(patch))
+        return line_of(lines, ("nodes", node.name, "patches", node.patches.index(patch)))
     return node.line
 
 

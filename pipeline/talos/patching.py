@@ -12,19 +12,26 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import jsonpatch
 import jsonpointer
-import yaml
 
 from pipeline.errors import PipelineError
-from pipeline.talos.yamlsource import check_node_tree
+from pipeline.talos.yaml import LineMap, line_of, load_documents_with_lines
 
-__all__ = ["Patch", "PatchError", "apply_patches", "load_documents", "load_patch"]
+__all__ = [
+    "Origin",
+    "Patch",
+    "PatchError",
+    "Provenance",
+    "apply_patches",
+    "apply_patches_traced",
+    "load_documents",
+    "load_patch",
+]
 
 
 class PatchError(PipelineError):
@@ -42,91 +49,34 @@ class Patch:
     source: str
     kind: Literal["strategic", "json6902"]
     content: tuple[Any, ...] | list[Any]
+    # Per document of ``content`` (one for a JSON 6902 patch): the line of every key path, and the
+    # source text of every plain non-string scalar (for fields Talos decodes into strings).
+    lines: tuple[LineMap, ...] = field(default=(), compare=False, repr=False)
+    raw: tuple[dict[tuple[Any, ...], str], ...] = field(default=(), compare=False, repr=False)
+
+    def line(self, index: int, path: tuple[Any, ...]) -> int | None:
+        """The line in this patch file of ``path`` in its document ``index`` (closest known prefix)."""
+        return line_of(self.lines[index], path) if index < len(self.lines) else None
 
 
 # ---------------------------------------------------------------------------
-# YAML loading
-
-_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
-    """Safe loader whose plain scalars resolve as Talos's Go YAML decoder sees them.
-
-    PyYAML implements YAML 1.1: ``yes``/``on``/``off`` become booleans, ``12:30`` a
-    base-60 integer and ``2024-01-01`` a date. Talos's decoder (YAML 1.2 rules) keeps
-    them strings, so a label ``zone: no`` must not turn into ``false`` on its way
-    through our pipeline. Duplicate keys are refused, as Talos refuses them.
-    """
-
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[tuple[str, str], int] = {}
-            for key_node, _ in node.value:
-                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                ident = (key_node.tag, key_node.value)
-                line = key_node.start_mark.line + 1
-                if ident in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None,
-                        None,
-                        f"duplicate key '{key_node.value}' (first defined on line {seen[ident]})",
-                        key_node.start_mark,
-                    )
-                seen[ident] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-# A fresh table, so the stock SafeLoader keeps its own resolvers.
-_Loader.yaml_implicit_resolvers = {}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:int",
-    # YAML 1.1 integers without the base-60 form (Go reads 010 as octal too, like PyYAML).
-    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
-    list("-+0123456789"),
-)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?"
-        r"|\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-    ),
-    list("-+0123456789."),
-)
-_Loader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^(?:<<)$"), ["<"])
-_Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""])
+# YAML loading: the one YAML layer (go-yaml v3 typing, as Talos and sops read it)
 
 
 @dataclass(frozen=True)
 class _ParsedDoc:
     value: Any
     line: int
-    node: yaml.Node
+    lines: LineMap
+    raw: dict[tuple[Any, ...], str]
 
 
 def _parse_yaml(text: str, source: str, error: type[PipelineError]) -> list[_ParsedDoc]:
-    loader = _Loader(text)
-    docs: list[_ParsedDoc] = []
     try:
-        while loader.check_node():
-            node = loader.get_node()
-            check_node_tree(node, source, error)
-            docs.append(_ParsedDoc(loader.construct_document(node), node.start_mark.line + 1, node))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        problem = exc.problem or exc.context or str(exc)
-        raise error(f"invalid YAML: {problem}", path=source, line=line) from None
-    except yaml.YAMLError as exc:
-        raise error(f"invalid YAML: {exc}", path=source) from None
-    finally:
-        loader.dispose()
-    return docs
+        documents = load_documents_with_lines(text, source, max_bytes=max(max_patch_bytes(), DEFAULT_MAX_PATCH_BYTES))
+    except PipelineError as exc:
+        raise error(exc.message, path=source, line=exc.line) from None
+    return [_ParsedDoc(doc.value, doc.line, doc.lines, doc.raw) for doc in documents]
 
 
 def _type_name(value: Any) -> str:
@@ -238,21 +188,20 @@ def _load_json6902(ops: list[Any], parsed: _ParsedDoc, source: str) -> Patch:
             path=source,
             line=parsed.line,
         )
-    items = parsed.node.value if isinstance(parsed.node, yaml.SequenceNode) else []
     for index, op in enumerate(ops):
         problem = _op_problem(op)
         if problem:
-            line = items[index].start_mark.line + 1 if index < len(items) else parsed.line
+            line = parsed.lines.get((index,), parsed.line)
             raise PatchError(f"JSON 6902 operation {index + 1} {problem}", path=source, line=line)
         target = op.get("path")
         value = op.get("value")
         top = target.split("/")[1] if isinstance(target, str) and target.startswith("/") else None
         whole = target == "" and isinstance(value, dict) and any(key in value for key in _RESERVED_TOP_LEVEL)
         if op.get("op") != "remove" and (whole or top in _RESERVED_TOP_LEVEL):
-            line = items[index].start_mark.line + 1 if index < len(items) else parsed.line
+            line = parsed.lines.get((index,), parsed.line)
             raise PatchError(f"JSON 6902 operation {index + 1}: top-level key 'sops' is reserved for sops metadata: "
                              "a patch may not set it", path=source, line=line)
-    return Patch(source=source, kind="json6902", content=ops)
+    return Patch(source=source, kind="json6902", content=ops, lines=(parsed.lines,), raw=(parsed.raw,))
 
 
 MAX_PATCH_BYTES_ENV = "PROMOTE_MAX_PATCH_BYTES"
@@ -281,10 +230,7 @@ _RESERVED_TOP_LEVEL = ("sops",)
 def _refuse_reserved_keys(doc: dict[str, Any], parsed: _ParsedDoc, source: str) -> None:
     for key in _RESERVED_TOP_LEVEL:
         if key in doc:
-            line = parsed.line
-            if isinstance(parsed.node, yaml.MappingNode):
-                line = next((k.start_mark.line + 1 for k, _ in parsed.node.value
-                             if isinstance(k, yaml.ScalarNode) and k.value == key), line)
+            line = parsed.lines.get((key,), parsed.line)
             raise PatchError(f"top-level key '{key}' is reserved for sops metadata: a patch may not set it",
                              path=source, line=line)
 
@@ -306,7 +252,7 @@ def load_patch(text: str, source: str) -> Patch:
         except json.JSONDecodeError:
             pass  # YAML flow style such as "{a: b}": let the YAML parser have it
         else:
-            parsed_docs = [_ParsedDoc(value, 1, yaml.ScalarNode("tag:yaml.org,2002:null", ""))]
+            parsed_docs = [_ParsedDoc(value, 1, {(): 1}, {})]
     if parsed_docs is None:
         parsed_docs = _parse_yaml(text, source, PatchError)
 
@@ -342,7 +288,13 @@ def load_patch(text: str, source: str) -> Patch:
             _extract_deletes(doc, source)
         except PatchError as exc:
             raise PatchError(exc.message, path=source, line=parsed.line) from None
-    return Patch(source=source, kind="strategic", content=tuple(parsed.value for parsed in docs))
+    return Patch(
+        source=source,
+        kind="strategic",
+        content=tuple(parsed.value for parsed in docs),
+        lines=tuple(parsed.lines for parsed in docs),
+        raw=tuple(parsed.raw for parsed in docs),
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -570,7 +522,8 @@ def _is_empty_patch_doc(doc: dict[str, Any], had_deletes: bool = False) -> bool:
     return all(key in identity and not isinstance(value, dict | list) for key, value in doc.items())
 
 
-def _apply_delete(target: dict[str, Any], sel: _Delete, source: str) -> None:
+def _apply_delete(target: dict[str, Any], sel: _Delete, source: str) -> int | None:
+    """Apply one selector; returns the index of the list item it removed (None: a key was removed)."""
     def lookup_failed(detail: str = "") -> PatchError:
         reason = f"failed to delete path '{sel.path_text()}': lookup failed{detail}"
         if sel.named:
@@ -590,22 +543,145 @@ def _apply_delete(target: dict[str, Any], sel: _Delete, source: str) -> None:
         if not isinstance(container, dict) or last not in container:
             raise lookup_failed()
         del container[last]
-        return
+        return None
 
     if isinstance(container, list):
         for index, item in enumerate(container):
             if isinstance(item, dict) and sel.item_key in item and _same(item[sel.item_key], sel.item_value):
                 del container[index]  # Talos removes the first matching item only
-                return
+                return index
     raise lookup_failed(f" (no list item with {sel.item_key}: {sel.item_value!r})")
+
+
+# ---------------------------------------------------------------------------
+# Provenance: which patch file:line brought each value of a merged config
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a value of a merged config came from: the patch file and the line in it."""
+
+    source: str
+    line: int | None
+
+
+# A recorded place: the patch, the index of its document, and the path inside that document.
+_Entry = tuple[Patch, int, tuple[Any, ...]]
+
+
+class Provenance:
+    """Recorded during the merge: for every value a patch wrote, the patch file and line it came from.
+
+    Entries are kept per document (apiVersion, kind, name) and per path in the merged document; a
+    path with no entry of its own takes its closest recorded ancestor's (a subtree a patch brought
+    whole). A value nobody recorded came from the base config.
+    """
+
+    def __init__(self) -> None:
+        self._docs: dict[tuple[str, str, str], dict[tuple[Any, ...], _Entry]] = {}
+
+    def record(
+        self, doc_id: tuple[str, str, str], path: tuple[Any, ...], patch: Patch, index: int,
+        patch_path: tuple[Any, ...], *, replace: bool = False,
+    ) -> None:
+        """``path`` of document ``doc_id`` now holds what ``patch``'s document ``index`` has at ``patch_path``.
+
+        ``replace``: the value replaced a whole subtree, so what was recorded under it is gone.
+        """
+        entries = self._docs.setdefault(doc_id, {})
+        if replace and entries:
+            self._drop_under(entries, path)
+        entries[path] = (patch, index, patch_path)
+
+    @staticmethod
+    def _drop_under(entries: dict[tuple[Any, ...], _Entry], path: tuple[Any, ...]) -> None:
+        size = len(path)
+        for key in [key for key in entries if len(key) > size and key[:size] == path]:
+            del entries[key]
+
+    def forget(self, doc_id: tuple[str, str, str], path: tuple[Any, ...]) -> None:
+        """``path`` (and everything under it) was deleted."""
+        entries = self._docs.get(doc_id)
+        if entries:
+            self._drop_under(entries, path)
+            entries.pop(path, None)
+
+    def shift(self, doc_id: tuple[str, str, str], list_path: tuple[Any, ...], removed: int) -> None:
+        """Item ``removed`` of the list at ``list_path`` was deleted: later items move up by one."""
+        entries = self._docs.get(doc_id)
+        if not entries:
+            return
+        size = len(list_path)
+        moved: dict[tuple[Any, ...], _Entry] = {}
+        for key, entry in entries.items():
+            if len(key) > size and key[:size] == list_path and isinstance(key[size], int):
+                if key[size] == removed:
+                    continue
+                if key[size] > removed:
+                    key = (*list_path, key[size] - 1, *key[size + 1 :])
+            moved[key] = entry
+        entries.clear()
+        entries.update(moved)
+
+    def _find(self, doc: Any, path: tuple[Any, ...]) -> tuple[Patch, int, tuple[Any, ...]] | None:
+        entries = self._docs.get(_doc_id(doc)) if isinstance(doc, dict) else None
+        if not entries:
+            return None
+        for end in range(len(path), -1, -1):
+            entry = entries.get(path[:end])
+            if entry is not None:
+                patch, index, patch_path = entry
+                return patch, index, (*patch_path, *path[end:])
+        return None
+
+    def origin(self, doc: Any, path: tuple[Any, ...]) -> Origin | None:
+        """The patch file and line that brought ``path`` of merged document ``doc`` (None: the base)."""
+        found = self._find(doc, tuple(path))
+        if found is None:
+            return None
+        patch, index, patch_path = found
+        return Origin(patch.source, patch.line(index, patch_path))
+
+    def raw_text(self, doc: Any, path: tuple[Any, ...]) -> str | None:
+        """How the patch spelled the plain non-string scalar at ``path`` (``1e3``), if a patch wrote it."""
+        found = self._find(doc, tuple(path))
+        if found is None:
+            return None
+        patch, index, patch_path = found
+        return patch.raw[index].get(patch_path) if index < len(patch.raw) else None
+
+
+@dataclass(frozen=True)
+class _At:
+    """Where a merge step writes: a place in a merged document and the matching place in the patch."""
+
+    trace: Provenance
+    doc_id: tuple[str, str, str]
+    patch: Patch
+    index: int
+    path: tuple[Any, ...]
+    patch_path: tuple[Any, ...]
+
+    def child(self, key: Any, patch_key: Any) -> _At:
+        return _At(self.trace, self.doc_id, self.patch, self.index, (*self.path, key), (*self.patch_path, patch_key))
+
+    def record(self, key: Any, patch_key: Any, *, replace: bool = False) -> None:
+        self.trace.record(
+            self.doc_id, (*self.path, key), self.patch, self.index, (*self.patch_path, patch_key), replace=replace
+        )
 
 
 # ---------------------------------------------------------------------------
 # Strategic merge
 
 
-def _merge_map(left: dict[str, Any], right: dict[str, Any], kind: str, path: _Path, source: str) -> None:
-    """Merge ``right`` into ``left`` in place (``right`` is never aliased into ``left``)."""
+def _merge_map(
+    left: dict[str, Any], right: dict[str, Any], kind: str, path: _Path, source: str, at: _At | None = None
+) -> None:
+    """Merge ``right`` into ``left`` in place (``right`` is never aliased into ``left``).
+
+    ``at`` (when tracing) says where ``left`` sits in the merged document and ``right`` in the patch.
+    """
     for key, rvalue in right.items():
         if rvalue is None:
             continue  # null is "not set" in Go: it never clears a value
@@ -617,54 +693,74 @@ def _merge_map(left: dict[str, Any], right: dict[str, Any], kind: str, path: _Pa
             if keyed is not None and isinstance(rvalue, list):
                 # Go calls the list's Merge even on an empty list: items are matched among themselves.
                 merged: list[Any] = []
-                _merge_keyed(merged, rvalue, keyed, kind, here, source)
+                _merge_keyed(merged, rvalue, keyed, kind, here, source, at and at.child(key, key))
                 left[key] = merged
             else:
                 left[key] = _clone(rvalue)
+                if at:
+                    at.record(key, key)
             continue
 
         if (kind, here) in _REPLACE:
             if isinstance(rvalue, dict) and not rvalue:
                 continue  # an empty mapping is Go's zero value: not set, so nothing replaced
             left[key] = _clone(rvalue)
+            if at:
+                at.record(key, key, replace=True)
         elif key == _ARGS_KEY and isinstance(lvalue, dict) and isinstance(rvalue, dict):
             for arg, value in rvalue.items():
                 if value is not None:
                     lvalue[arg] = _clone(value)  # a list value replaces, it is not appended
+                    if at:
+                        at.child(key, key).record(arg, arg, replace=True)
         elif isinstance(lvalue, dict):
             if not isinstance(rvalue, dict):
                 raise _mismatch(here, lvalue, rvalue, source)
-            _merge_map(lvalue, rvalue, kind, here, source)
+            _merge_map(lvalue, rvalue, kind, here, source, at and at.child(key, key))
         elif isinstance(lvalue, list):
             if not isinstance(rvalue, list):
                 raise _mismatch(here, lvalue, rvalue, source)
             if keyed is not None:
-                _merge_keyed(lvalue, rvalue, keyed, kind, here, source)
+                _merge_keyed(lvalue, rvalue, keyed, kind, here, source, at and at.child(key, key))
             else:
+                if at:
+                    inner = at.child(key, key)
+                    for number in range(len(rvalue)):
+                        inner.record(len(lvalue) + number, number)
                 lvalue.extend(_clone(item) for item in rvalue)  # lists append; [] adds nothing
         else:
             if isinstance(rvalue, dict | list):
                 raise _mismatch(here, lvalue, rvalue, source)
             if not _is_zero(rvalue):
                 left[key] = rvalue
+                if at:
+                    at.record(key, key)
 
 
-def _merge_keyed(left: list[Any], right: list[Any], rule: _KeyedList, kind: str, path: _Path, source: str) -> None:
+def _merge_keyed(
+    left: list[Any], right: list[Any], rule: _KeyedList, kind: str, path: _Path, source: str, at: _At | None = None
+) -> None:
     item_path = (*path, _ITEM)
     # ImageVerificationRules only matches rules that were there before this patch.
     limit = len(left) if rule.replace_item else None
-    for item in right:
+    for number, item in enumerate(right):
         if not isinstance(item, dict):
+            if at:
+                at.record(len(left), number)
             left.append(_clone(item))
             continue
         candidates = left if limit is None else left[:limit]
         index = rule.find(candidates, item)
         if index is None:
+            if at:
+                at.record(len(left), number)
             left.append(_clone(item))
         elif rule.replace_item:
             left[index] = _clone(item)
+            if at:
+                at.record(index, number, replace=True)
         else:
-            _merge_map(left[index], item, kind, item_path, source)
+            _merge_map(left[index], item, kind, item_path, source, at and at.child(index, number))
 
 
 def _mismatch(path: _Path, left: Any, right: Any, source: str) -> PatchError:
@@ -674,7 +770,9 @@ def _mismatch(path: _Path, left: Any, right: Any, source: str) -> PatchError:
     )
 
 
-def _apply_strategic(documents: list[dict[str, Any]], patch: Patch) -> list[dict[str, Any]]:
+def _apply_strategic(
+    documents: list[dict[str, Any]], patch: Patch, trace: Provenance | None = None
+) -> list[dict[str, Any]]:
     index: dict[tuple[str, str, str], dict[str, Any]] = {_doc_id(doc): doc for doc in documents}
     for number, pdoc in enumerate(patch.content, start=1):
         if not isinstance(pdoc, dict):
@@ -689,10 +787,17 @@ def _apply_strategic(documents: list[dict[str, Any]], patch: Patch) -> list[dict
             if target is None:
                 continue  # a delete aimed at a document the config does not have is skipped
             if sel.path:
-                _apply_delete(target, sel, patch.source)
+                removed = _apply_delete(target, sel, patch.source)
+                if trace is not None:
+                    if removed is None:
+                        trace.forget(sel.doc_id, sel.path)
+                    else:
+                        trace.shift(sel.doc_id, sel.path[:-1], removed)
             else:
                 del index[sel.doc_id]
                 documents = [doc for doc in documents if doc is not target]
+                if trace is not None:
+                    trace.forget(sel.doc_id, ())
         if remainder is None:
             continue
         doc_id = _doc_id(remainder)
@@ -701,8 +806,11 @@ def _apply_strategic(documents: list[dict[str, Any]], patch: Patch) -> list[dict
             added = _clone(remainder)
             documents.append(added)
             index[doc_id] = added
+            if trace is not None:
+                trace.record(doc_id, (), patch, number - 1, (), replace=True)
         else:
-            _merge_map(target, remainder, doc_id[1], (), patch.source)
+            at = _At(trace, doc_id, patch, number - 1, (), ()) if trace is not None else None
+            _merge_map(target, remainder, doc_id[1], (), patch.source, at)
     return documents
 
 
@@ -719,7 +827,37 @@ _JSON_PATCH_ERRORS = (
 )
 
 
-def _apply_json6902(documents: list[dict[str, Any]], patch: Patch) -> list[dict[str, Any]]:
+def _pointer_path(doc: Any, pointer: str) -> tuple[Any, ...]:
+    """A JSON pointer as a path of keys and list indices in ``doc`` ("-" is the last item, once added)."""
+    path: list[Any] = []
+    node = doc
+    for part in pointer.split("/")[1:]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, list):
+            index = len(node) - 1 if part == "-" else int(part) if part.isdigit() else part
+            path.append(index)
+            node = node[index] if isinstance(index, int) and 0 <= index < len(node) else None
+        else:
+            path.append(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return tuple(path)
+
+
+def _trace_op(trace: Provenance, doc: Any, op: dict[str, Any], number: int, patch: Patch) -> None:
+    # Where an operation wrote, and the line that says so: its value, or the operation itself.
+    doc_id = ("", _LEGACY, "")
+    name = op["op"]
+    if name == "remove":
+        trace.forget(doc_id, _pointer_path(doc, op["path"]))
+    elif name in ("add", "replace", "copy", "move"):
+        written = _pointer_path(doc, op["path"])
+        patch_path = (number - 1, "value") if name in _OPS_WITH_VALUE else (number - 1,)
+        trace.record(doc_id, written, patch, 0, patch_path, replace=True)
+
+
+def _apply_json6902(
+    documents: list[dict[str, Any]], patch: Patch, trace: Provenance | None = None
+) -> list[dict[str, Any]]:
     if len(documents) != 1:
         raise PatchError(
             "JSON6902 patches are not supported for multi-document machine configuration", path=patch.source
@@ -734,6 +872,8 @@ def _apply_json6902(documents: list[dict[str, Any]], patch: Patch) -> list[dict[
             # our private copy, so in place is safe; the op is cloned so that its value is never
             # shared between nodes' configs.
             doc = jsonpatch.JsonPatch([_clone(op)]).apply(doc, in_place=True)
+            if trace is not None:
+                _trace_op(trace, doc, op, number, patch)
         except _JSON_PATCH_ERRORS as exc:
             raise PatchError(
                 f"failure applying rfc6902 patches to talos machine config: operation {number} "
@@ -771,12 +911,26 @@ def apply_patches(documents: list[dict[str, Any]], patches: Sequence[Patch]) -> 
     Returns new documents; neither ``documents`` nor the patches are modified.
     Raises PatchError (``path`` = the failing patch's source).
     """
+    return _apply(documents, patches, None)
+
+
+def apply_patches_traced(
+    documents: list[dict[str, Any]], patches: Sequence[Patch]
+) -> tuple[list[dict[str, Any]], Provenance]:
+    """:func:`apply_patches`, also recording which patch file:line brought each value (see Provenance)."""
+    trace = Provenance()
+    return _apply(documents, patches, trace), trace
+
+
+def _apply(
+    documents: list[dict[str, Any]], patches: Sequence[Patch], trace: Provenance | None
+) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = [_clone(doc) for doc in documents]
     for patch in patches:
         if patch.kind == "strategic":
-            result = _apply_strategic(result, patch)
+            result = _apply_strategic(result, patch, trace)
         elif patch.kind == "json6902":
-            result = _apply_json6902(result, patch)
+            result = _apply_json6902(result, patch, trace)
         else:
             raise PatchError(f"unknown patch kind {patch.kind!r}", path=patch.source)
     return _normalize(result)

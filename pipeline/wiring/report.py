@@ -33,6 +33,15 @@ NAMES_SHOWN = 8
 NODE_STEPS = ("render", "encrypt")
 
 
+class _AfterBadInput(UnmetDependency, TaskFailed):
+    """A step not run because an earlier step of this run failed on bad input.
+
+    doit counts an unmet dependency as an error (exit 2, "a bug"); with ``--continue`` or ``-n N`` the
+    steps after a refused render would turn a bad patch into exit 2. Being also a TaskFailed, doit's
+    runner counts it as the failure it follows from (exit 1); after a real error the run stays 2.
+    """
+
+
 def wants_plain_output(stream: TextIO, environ: dict[str, str] | None = None) -> bool:
     """Whether to print plain lines: no terminal, ``CI`` set, or a dumb terminal.
 
@@ -289,6 +298,9 @@ class PromotionReporter:
         """A task failed: bad input is one line; an exception (a bug) keeps its traceback."""
         self._step_finished(task.name)
         if isinstance(fail, UnmetDependency):
+            if self.tally.failed or self.tally.tasks_failed:
+                # doit decides the exit code after this call, from the failure's class (see _AfterBadInput).
+                fail.__class__ = _AfterBadInput
             return  # a step after one that failed (`doit -c`): the first failure said it all
         parsed = split_node_task(task.name)
         if parsed is not None:

@@ -322,7 +322,7 @@ def test_dump_documents_layout() -> None:
         "    list:\n"
         "        - x\n"
         "        - k: v\n"
-        "          n:\n"
+        '          "n":\n'  # go-yaml's encoder quotes "n" too (a YAML 1.1 bool)
         "            - 1\n"
         "            - 2\n"
         "    empty: {}\n"

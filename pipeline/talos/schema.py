@@ -1,0 +1,503 @@
+"""Talos config documents checked the way Talos decodes them, driven by Talos's own JSON schemas.
+
+One schema per supported Talos version (``schemas/v1.11.json`` ...; see ``schemas/SOURCES.md``)
+plus ``decode_extras.json``: the fields Talos still decodes but leaves out of the published schema.
+
+- :func:`registered_kinds`: the document kinds a version registers (``v1alpha1`` is the machine config).
+- :func:`strict_check`: unknown kinds ("not registered") and unknown keys at any depth
+  ("unknown keys found during decoding"), as Talos's decoder refuses them.
+- :func:`normalise_types`: values the schema types as strings become the string Talos decodes.
+- :func:`validate`: JSON-schema validation (Draft 2020-12) of every document, plus :func:`talos_rules`,
+  the Talos ``Validate()`` rules ported so far (HostnameConfig and extraKernelArgs/UKI, v1.12+).
+
+Documents are plain parsed YAML (dicts). A finding names the document (index and kind) and a dotted
+path, never a value: values may be secrets.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PipelineError
+
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+SUPPORTED = ("v1.11", "v1.12", "v1.13")
+MACHINE_CONFIG = "v1alpha1"
+
+# The schema calls this kind "KubeSpanEndpoints"; Talos registers it as "KubeSpanEndpointsConfig"
+# (pkg/machinery/config/types/network/kubespan_endpoints.go, v1.11-v1.13).
+_KIND_RENAMES = {"KubeSpanEndpoints": "KubeSpanEndpointsConfig"}
+# Registered by Talos but absent from the schema: accepted, keys unchecked (see SOURCES.md).
+_UNSCHEMATISED_KINDS: dict[str, frozenset[str]] = {"v1.13": frozenset({"ImageVerificationConfig"})}
+
+PathKey = str | int
+Locate = Callable[[int, tuple[PathKey, ...]], "int | None"]
+RawText = Callable[[int, tuple[PathKey, ...]], "str | None"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem in one document: ``path`` is dotted (``machine.files[0].mountPath``), never a value."""
+
+    where: str
+    doc_index: int
+    kind: str
+    path: str
+    reason: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        loc = f"{self.where}:{self.line}" if self.line is not None else self.where
+        at = f": {self.path}" if self.path else ""
+        return f"{loc}: document {self.doc_index} ({self.kind}){at}: {self.reason}"
+
+
+def contract_version(contract: str) -> str:
+    """``'v1.12'``, ``'1.12'`` or ``'v1.12.3'`` -> ``'v1.12'``; PipelineError for an unsupported version."""
+    m = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+.*)?", str(contract).strip())
+    version = f"v{m.group(1)}.{m.group(2)}" if m else str(contract)
+    if version not in SUPPORTED:
+        raise PipelineError(f"Talos contract {contract!r} is not supported (supported: {', '.join(SUPPORTED)})")
+    return version
+
+
+@dataclass(frozen=True)
+class _Schema:
+    version: str
+    root: dict[str, Any]
+    defs: dict[str, Any]
+    kinds: dict[str, str | None]  # kind -> $defs name (None: registered, no schema)
+
+
+@functools.cache
+def _extras() -> dict[str, Any]:
+    return json.loads((SCHEMA_DIR / "decode_extras.json").read_text(encoding="utf-8"))
+
+
+@functools.cache
+def _schema(version: str) -> _Schema:
+    root = json.loads((SCHEMA_DIR / f"{version}.json").read_text(encoding="utf-8"))
+    defs = root["$defs"]
+    extras = _extras().get(version, {})
+    for def_name, definition in extras.get("defs", {}).items():
+        defs.setdefault(def_name, copy.deepcopy(definition))
+    for def_name, fields in extras.get("fields", {}).items():
+        defs[def_name].setdefault("properties", {}).update(copy.deepcopy(fields))
+    kinds: dict[str, str | None] = {}
+    for branch in root["oneOf"]:
+        def_name = branch["$ref"].rsplit("/", 1)[-1]
+        props = defs[def_name].get("properties", {})
+        for kind in props.get("kind", {}).get("enum", []) or props.get("version", {}).get("enum", []):
+            kind = _KIND_RENAMES.get(kind, kind)
+            kinds[kind] = def_name
+            if kind in _KIND_RENAMES.values():
+                props["kind"] = {**props["kind"], "enum": [kind]}
+    for kind in _UNSCHEMATISED_KINDS.get(version, ()):
+        kinds.setdefault(kind, None)
+    return _Schema(version=version, root=root, defs=defs, kinds=kinds)
+
+
+def registered_kinds(contract: str) -> set[str]:
+    """Document kinds Talos registers for this version; the machine config is ``'v1alpha1'``."""
+    return set(_schema(contract_version(contract)).kinds)
+
+
+def document_kind(doc: Any) -> str:
+    """The kind of a parsed document: its ``kind``, else ``'v1alpha1'`` (machine config or a patch of it)."""
+    if isinstance(doc, dict) and "kind" in doc:
+        return str(doc["kind"])
+    return MACHINE_CONFIG
+
+
+_V1ALPHA1_KEYS = ("machine", "cluster", "debug", "persist")
+
+
+def _dispatch(doc: dict[Any, Any], schema: _Schema) -> tuple[str, str | None]:
+    """Talos's choice of document type (configloader decoder ``decode``): the kind and a refusal, if any."""
+    kind = api_version = ""
+    for key, value in doc.items():  # in document order, as Talos reads them: the last one wins
+        if key == "kind":
+            kind = "" if value is None else str(value)
+        elif key == "apiVersion":
+            api_version = "" if value is None else str(value)
+        elif key in _V1ALPHA1_KEYS:
+            api_version = MACHINE_CONFIG
+    if api_version == MACHINE_CONFIG and not kind:
+        return MACHINE_CONFIG, None
+    if not kind:
+        return "?", "missing kind"
+    if not api_version:
+        return kind, "missing apiVersion"
+    if kind not in schema.kinds or kind == MACHINE_CONFIG or api_version != "v1alpha1":
+        return kind, f'"{kind}" "{api_version}": not registered (Talos {schema.version})'
+    return kind, None
+
+
+def _fmt(path: Sequence[PathKey]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class _Walker:
+    """Walks a value alongside its schema node, following $ref, properties, maps, items and oneOf."""
+
+    def __init__(self, schema: _Schema) -> None:
+        self.defs = schema.defs
+
+    def resolve(self, node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            node = self.defs[node["$ref"].rsplit("/", 1)[-1]]
+        return node
+
+    def branch(self, node: dict[str, Any], value: Any) -> dict[str, Any]:
+        """For a oneOf, the branch matching the value's shape (mapping, list or scalar)."""
+        node = self.resolve(node)
+        if "oneOf" not in node:
+            return node
+        want = "object" if isinstance(value, dict) else "array" if isinstance(value, list) else None
+        branches = [self.resolve(b) for b in node["oneOf"]]
+        for b in branches:
+            if b.get("type") == want or (want is None and b.get("type") not in ("object", "array")):
+                return b
+        return branches[0] if branches else node
+
+    def child(self, node: dict[str, Any], key: PathKey) -> dict[str, Any] | None:
+        """Schema of ``key`` inside an object node: None if unknown to a closed object, {} if unchecked."""
+        if isinstance(key, int):
+            return node.get("items", {})
+        props = node.get("properties", {})
+        if key in props:
+            return props[key]
+        for pattern, sub in node.get("patternProperties", {}).items():
+            if re.search(pattern, key):
+                return sub
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            return extra
+        if extra is False or props:
+            return None
+        return {}
+
+
+_NOUNS = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "a boolean",
+}
+
+
+def _shape_error(node: dict[str, Any], value: Any) -> str | None:
+    """A mapping or list where the schema wants something else, or a scalar where it wants a mapping/list."""
+    declared = node.get("type")
+    if not isinstance(declared, str):
+        return None
+    if isinstance(value, dict) and declared != "object":
+        return f"cannot decode a mapping into {_NOUNS.get(declared, declared)} field"
+    if isinstance(value, list) and declared != "array":
+        return f"cannot decode a list into {_NOUNS.get(declared, declared)} field"
+    if not isinstance(value, dict | list) and value is not None and declared in ("object", "array"):
+        return f"cannot decode a scalar into {_NOUNS[declared]} field"
+    return None
+
+
+def _walk_keys(
+    walker: _Walker,
+    node: dict[str, Any],
+    value: Any,
+    path: tuple[PathKey, ...],
+    patch: bool,
+    add: Callable[[tuple[PathKey, ...], str], None],
+) -> None:
+    """Report every key of ``value`` its schema ``node`` does not know, and every mapping/list shape mismatch."""
+    node = walker.branch(node, value)
+    problem = _shape_error(node, value)
+    if problem:
+        add(path, problem)
+        return
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            if patch and key == "$patch":
+                continue
+            child = walker.child(node, str(key))
+            if child is None:
+                add((*path, str(key)), "unknown keys found during decoding")
+            elif child:
+                _walk_keys(walker, child, sub, (*path, str(key)), patch, add)
+    elif isinstance(value, list) and node.get("items"):
+        for i, item in enumerate(value):
+            _walk_keys(walker, node["items"], item, (*path, i), patch, add)
+
+
+def strict_check(
+    documents: Iterable[Any], contract: str, where: str, *, patch: bool = False, locate: Locate | None = None
+) -> list[Finding]:
+    """Refuse what Talos's decoder refuses: kinds not registered in ``contract``, unknown keys at any depth.
+
+    ``where`` names the file the documents came from. With ``patch=True`` the strategic-merge directive
+    ``$patch`` is allowed, and a JSON 6902 patch (a list of operations on the v1alpha1 document) is checked
+    for the keys its ``add``/``replace``/``test`` paths name and its values bring. ``locate(doc_index, path)``
+    may return the line of a path so findings carry it.
+    """
+    version = contract_version(contract)
+    schema = _schema(version)
+    walker = _Walker(schema)
+    findings: list[Finding] = []
+
+    for index, doc in enumerate(documents):
+        if doc is None:
+            continue
+        if isinstance(doc, list) and patch:
+            findings.extend(_check_json6902(doc, schema, walker, where, index, locate))
+            continue
+
+        def add(path: tuple[PathKey, ...], reason: str, kind: str) -> None:
+            line = locate(index, path) if locate else None  # noqa: B023 - called within this iteration
+            findings.append(Finding(where, index, kind, _fmt(path), reason, line))  # noqa: B023
+
+        if not isinstance(doc, dict):
+            add((), "a config document must be a mapping", "?")
+            continue
+        kind, problem = _dispatch(doc, schema)
+        if problem:
+            add((), problem, kind)
+            continue
+        def_name = schema.kinds[kind]
+        if def_name is None:
+            continue
+
+        _walk_keys(walker, {"$ref": f"#/$defs/{def_name}"}, doc, (), patch, lambda p, r: add(p, r, kind))  # noqa: B023
+    return findings
+
+
+def _check_json6902(
+    ops: list[Any], schema: _Schema, walker: _Walker, where: str, index: int, locate: Locate | None
+) -> list[Finding]:
+    """A JSON 6902 patch (of the v1alpha1 document): the keys its ``path`` names and its ``value`` brings."""
+    findings: list[Finding] = []
+    root = {"$ref": f"#/$defs/{schema.kinds[MACHINE_CONFIG]}"}
+    for op in ops:
+        if not isinstance(op, dict) or op.get("op") not in ("add", "replace", "test"):
+            continue
+        raw = str(op.get("path", ""))
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in raw.split("/")[1:]] if raw.startswith("/") else []
+        node: dict[str, Any] | None = root
+        path: tuple[PathKey, ...] = ()
+        for part in parts:
+            resolved = walker.resolve(node or {})
+            is_index = part == "-" or part.isdigit()
+            key: PathKey = (int(part) if part.isdigit() else 0) if is_index else part
+            child = resolved.get("items", {}) if is_index else walker.child(resolved, part)
+            path = (*path, key)
+            if child is None:
+                line = locate(index, path) if locate else None
+                reason = "unknown keys found during decoding"
+                findings.append(Finding(where, index, MACHINE_CONFIG, _fmt(path), reason, line))
+                node = None
+                break
+            node = child
+            if not child:
+                break
+        if node and "value" in op:
+
+            def add(p: tuple[PathKey, ...], reason: str) -> None:
+                line = locate(index, p) if locate else None
+                findings.append(Finding(where, index, MACHINE_CONFIG, _fmt(p), reason, line))
+
+            _walk_keys(walker, node, op["value"], path, True, add)
+    return findings
+
+
+def _go_string(value: bool | int | float) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if value != value:  # NaN
+        return ".nan"
+    if value in (float("inf"), float("-inf")):
+        return ".inf" if value > 0 else "-.inf"
+    return repr(value)
+
+
+def normalise_types(documents: Sequence[Any], contract: str, *, raw_text: RawText | None = None) -> list[Any]:
+    """Return copies of ``documents`` where every int/bool/float at a place the schema types as a string
+    (e.g. ``machine.sysctls``, ``machine.nodeLabels``, ``*.extraArgs`` values) is that string.
+
+    Go decodes a YAML scalar into a string field as its raw text, so ``raw_text(doc_index, path)`` should
+    return the scalar as written (e.g. ``'1e3'``, ``'0x1F'``, ``'1.0'``). Without it (or when it returns
+    None) the text is rebuilt from the typed value: exact for bools and decimal ints, but a value that
+    arrived already typed has lost its spelling (``1e3`` becomes ``'1000.0'``, ``0x1F`` becomes ``'31'``).
+    """
+    schema = _schema(contract_version(contract))
+    walker = _Walker(schema)
+
+    def convert(node: dict[str, Any], value: Any, index: int, path: tuple[PathKey, ...]) -> Any:
+        node = walker.branch(node, value)
+        if isinstance(value, dict):
+            out = {}
+            for key, sub in value.items():
+                child = walker.child(node, str(key))
+                out[key] = convert(child, sub, index, (*path, str(key))) if child else copy.deepcopy(sub)
+            return out
+        if isinstance(value, list):
+            items = node.get("items") or {}
+            return [convert(items, v, index, (*path, i)) if items else copy.deepcopy(v) for i, v in enumerate(value)]
+        if node.get("type") == "string" and isinstance(value, bool | int | float):
+            raw = raw_text(index, path) if raw_text else None
+            return raw if raw is not None else _go_string(value)
+        return value
+
+    result: list[Any] = []
+    for index, doc in enumerate(documents):
+        def_name = schema.kinds.get(document_kind(doc)) if isinstance(doc, dict) else None
+        if def_name is None:
+            result.append(copy.deepcopy(doc))
+        else:
+            result.append(convert({"$ref": f"#/$defs/{def_name}"}, doc, index, ()))
+    return result
+
+
+@functools.cache
+def _validator(version: str, def_name: str) -> Any:
+    from jsonschema import Draft202012Validator  # imported lazily: only validation needs it
+
+    root = _schema(version).root
+    return Draft202012Validator({"$schema": root["$schema"], "$defs": root["$defs"], "$ref": f"#/$defs/{def_name}"})
+
+
+def _reason(error: Any) -> str:
+    """A short reason for a jsonschema error that never quotes the instance (it may be a secret)."""
+    kw, expected = error.validator, error.validator_value
+    if kw == "type":
+        return f"must be of type {expected if isinstance(expected, str) else ' or '.join(expected)}"
+    if kw == "required":
+        missing = [k for k in expected if not isinstance(error.instance, dict) or k not in error.instance]
+        return f"missing required key(s): {', '.join(missing)}"
+    if kw == "additionalProperties":
+        return "unknown keys found during decoding"
+    if kw == "enum":
+        allowed = ", ".join(str(v) for v in expected[:8])
+        return f"not one of the allowed values ({allowed})"
+    if kw == "const":
+        return "not the required constant"
+    if kw == "pattern":
+        return f"does not match the pattern {expected}"
+    if kw in ("oneOf", "anyOf"):
+        return "matches none of the allowed forms"
+    return f"fails the schema's {kw!r} constraint"
+
+
+def validate(
+    documents: Sequence[Any], contract: str, where: str = "", *, locate: Locate | None = None
+) -> list[Finding]:
+    """Validate every document against its kind's schema for ``contract`` (Draft 2020-12) and apply the
+    ported Talos ``Validate()`` rules (see :func:`talos_rules`). Findings carry path and reason, no values."""
+    version = contract_version(contract)
+    schema = _schema(version)
+    findings: list[Finding] = []
+    for index, doc in enumerate(documents):
+        if not isinstance(doc, dict):
+            continue
+        kind = document_kind(doc)
+        def_name = schema.kinds.get(kind)
+        if def_name is None:
+            if kind not in schema.kinds:
+                findings.append(Finding(where, index, kind, "", f'"{kind}": not registered (Talos {version})'))
+            continue
+        for error in sorted(_validator(version, def_name).iter_errors(doc), key=lambda e: list(map(str, e.path))):
+            path = tuple(error.absolute_path)
+            if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+                allowed = error.schema.get("properties", {})
+                patterns = error.schema.get("patternProperties", {})
+                for key in error.instance:
+                    if key not in allowed and not any(re.search(p, key) for p in patterns):
+                        line = locate(index, (*path, key)) if locate else None
+                        findings.append(Finding(where, index, kind, _fmt((*path, key)), _reason(error), line))
+                continue
+            line = locate(index, path) if locate else None
+            findings.append(Finding(where, index, kind, _fmt(path), _reason(error), line))
+    findings.extend(talos_rules(documents, version, where, locate=locate))
+    return findings
+
+
+def talos_rules(
+    documents: Sequence[Any], contract: str, where: str = "", *, locate: Locate | None = None
+) -> list[Finding]:
+    """Talos ``Validate()`` rules ported per version (the whole config: every document of one node).
+
+    - HostnameConfig (v1.12+), from pkg/machinery/config/types/network/hostname.go: ``Validate`` and
+      ``V1Alpha1ConflictValidate`` (called by pkg/machinery/config/container/container.go).
+    - v1alpha1 (v1.12+), from pkg/machinery/config/types/v1alpha1/v1alpha1_validation.go: extraKernelArgs
+      together with grubUseUKICmdline (Talos checks it in the modes that install, e.g. metal).
+    """
+    version = contract_version(contract)
+    findings: list[Finding] = []
+    machine_config = next(
+        ((i, d) for i, d in enumerate(documents) if isinstance(d, dict) and document_kind(d) == MACHINE_CONFIG), None
+    )
+    if version != "v1.11" and machine_config is not None:
+        mi, mc = machine_config
+        machine = mc.get("machine") if isinstance(mc.get("machine"), dict) else {}
+        install = machine.get("install") if isinstance(machine.get("install"), dict) else {}
+        if install.get("extraKernelArgs") and install.get("grubUseUKICmdline") is True:
+            path: tuple[PathKey, ...] = ("machine", "install", "extraKernelArgs")
+            reason = "install.extraKernelArgs and install.grubUseUKICmdline can't be used together"
+            findings.append(
+                Finding(where, mi, MACHINE_CONFIG, _fmt(path), reason, locate(mi, path) if locate else None)
+            )
+    if "HostnameConfig" not in _schema(version).kinds:
+        return findings
+
+    def add(index: int, kind: str, path: tuple[PathKey, ...], reason: str) -> None:
+        findings.append(Finding(where, index, kind, _fmt(path), reason, locate(index, path) if locate else None))
+
+    for index, doc in enumerate(documents):
+        if not isinstance(doc, dict) or document_kind(doc) != "HostnameConfig":
+            continue
+        auto, hostname = doc.get("auto"), doc.get("hostname") or ""
+        if auto is None and not hostname:
+            add(index, "HostnameConfig", (), "either 'auto' or 'hostname' must be set")
+        if auto not in (None, "off") and hostname:
+            # Pointed at the hostname: it is the usual late addition (a patch setting only `hostname:`).
+            add(index, "HostnameConfig", ("hostname",), "'auto' and 'hostname' cannot be set at the same time")
+        if auto is not None and auto not in ("off", "stable"):
+            add(index, "HostnameConfig", ("auto",), "invalid value for 'auto' (allowed: off, stable)")
+        if hostname:
+            text = str(hostname)
+            if len(text) > 253:
+                add(index, "HostnameConfig", ("hostname",), f"fqdn is too long: {len(text)}")
+            label = text.split(".", 1)[0]
+            if not label or len(label) > 63:
+                add(index, "HostnameConfig", ("hostname",), "invalid hostname (first label must be 1-63 characters)")
+        if machine_config is not None:
+            mi, mc = machine_config
+            machine = mc.get("machine") if isinstance(mc.get("machine"), dict) else {}
+            network = machine.get("network") if isinstance(machine.get("network"), dict) else {}
+            features = machine.get("features") if isinstance(machine.get("features"), dict) else {}
+            if network.get("hostname"):
+                add(
+                    mi,
+                    MACHINE_CONFIG,
+                    ("machine", "network", "hostname"),
+                    "static hostname is already set in v1alpha1 config (conflicts with HostnameConfig)",
+                )
+            elif features.get("stableHostname") is True:
+                add(
+                    mi,
+                    MACHINE_CONFIG,
+                    ("machine", "features", "stableHostname"),
+                    "stable hostname is already set in v1alpha1 config (conflicts with HostnameConfig)",
+                )
+    return findings
