@@ -101,6 +101,7 @@ class SecretSet:
 
     def __init__(self, values: Iterable[Any] = ()) -> None:
         self._values: set[str] = set()
+        self._public: set[str] = set()
         self._dirty = True
         self._index: frozenset[str] = frozenset()
         for value in values:
@@ -117,6 +118,28 @@ class SecretSet:
         if _is_candidate(value):
             self._values.add(value.strip())
             self._dirty = True
+
+    def update(self, other: SecretSet) -> None:
+        """Track every value ``other`` tracks (and know what it knows to be public)."""
+        if other._values - self._values or other._public - self._public:
+            self._values |= other._values
+            self._public |= other._public
+            self._dirty = True
+
+    def add_public(self, values: Iterable[Any]) -> None:
+        """Values known to be public (certificates...): their 8-character windows never count as secret.
+
+        A PEM key and a PEM certificate share their armour (``LS0tLS1CRUdJTi...`` in base64): without
+        this, a certificate quoted anywhere would look like a piece of a key.
+        """
+        for value in values:
+            if isinstance(value, str) and len(value.strip()) >= WINDOW:
+                self._public.add(value.strip())
+                self._dirty = True
+
+    def values(self) -> frozenset[str]:
+        """The tracked values (for a caller that must compare them whole)."""
+        return frozenset(self._values)
 
     def add_documents(self, docs: Iterable[Any], paths_predicate: Callable[[str], bool] | None = None) -> None:
         """Track the values of parsed YAML documents whose dotted path (``a.b[0].c``) the predicate accepts.
@@ -173,6 +196,10 @@ class SecretSet:
         index: set[str] = set()
         for form in self._forms():
             index.update(form[start:start + WINDOW] for start in range(len(form) - WINDOW + 1))
+        if self._public:
+            public = SecretSet(self._public)
+            for form in public._forms():
+                index.difference_update(form[start:start + WINDOW] for start in range(len(form) - WINDOW + 1))
         self._index = frozenset(index)
         self._dirty = False
 
@@ -224,6 +251,11 @@ def is_sensitive_path(path: str) -> bool:
         return True
     last = re.sub(r"\[\d+\]$", "", path).rsplit(".", 1)[-1]
     return last in SENSITIVE_FIELDS
+
+
+def contains_secret(text: str, secrets: SecretSet) -> bool:
+    """Whether ``text`` holds a known secret, a piece of 8+ characters of one, or a transform of one."""
+    return bool(text) and len(secrets) > 0 and any(secrets._covered(_fold(text)))
 
 
 def redact(text: str, secrets: SecretSet) -> str:

@@ -23,7 +23,8 @@ from pipeline.talos.templating import render_template
 RENDER_FORMAT = 2  # 2: the package layout (code digest over talos/ and promote/render.py)
 
 
-_RENDERING_CODE = ("talos/patching.py", "promote/render.py", "talos/templating.py", "talos/validation.py")
+_RENDERING_CODE = ("talos/patching.py", "promote/render.py", "talos/templating.py", "talos/sandbox.py",
+                   "talos/validation.py")
 
 
 @cache

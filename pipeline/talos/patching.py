@@ -21,6 +21,7 @@ import jsonpointer
 import yaml
 
 from pipeline.errors import PipelineError
+from pipeline.redact import safe_library_message
 
 __all__ = ["Patch", "PatchError", "apply_patches", "load_documents", "load_patch"]
 
@@ -117,10 +118,11 @@ def _parse_yaml(text: str, source: str, error: type[PipelineError]) -> list[_Par
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
-        problem = exc.problem or exc.context or str(exc)
+        # PyYAML quotes the offending text (a secret, in a base config): name the problem only.
+        problem = safe_library_message(exc).removeprefix("YAML error: ").split(" at line ")[0]
         raise error(f"invalid YAML: {problem}", path=source, line=line) from None
     except yaml.YAMLError as exc:
-        raise error(f"invalid YAML: {exc}", path=source) from None
+        raise error(f"invalid YAML: {safe_library_message(exc).removeprefix('YAML error: ')}", path=source) from None
     finally:
         loader.dispose()
     return docs
@@ -685,9 +687,11 @@ def _apply_json6902(documents: list[dict[str, Any]], patch: Patch) -> list[dict[
             # shared between nodes' configs.
             doc = jsonpatch.JsonPatch([_clone(op)]).apply(doc, in_place=True)
         except _JSON_PATCH_ERRORS as exc:
+            # jsonpatch/jsonpointer print the parent mapping or the tested value (every secret of a
+            # base config): the message names the operation, its paths and types, never a value.
             raise PatchError(
                 f"failure applying rfc6902 patches to talos machine config: operation {number} "
-                f"({op['op']} {op['path']}): {exc}",
+                f"({op['op']} {op['path']}): {safe_library_message(exc, op)}",
                 path=patch.source,
             ) from None
     if not isinstance(doc, dict):

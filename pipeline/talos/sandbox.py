@@ -273,8 +273,10 @@ def render(text: str, source: str, context: dict[str, Any]) -> str:
     try:
         template = _compile(text)
     except jinja2.TemplateSyntaxError as error:
-        raise PipelineError(f"template error: {_quiet(error.message or 'syntax error', context)}",
-                            path=source, line=error.lineno) from None
+        # Both wordings: "template syntax error" (what users grep for) and "template error:" (every one).
+        detail = _quiet(error.message or "syntax error", context)
+        raise PipelineError(f"template syntax error (template error: {detail})", path=source,
+                            line=error.lineno) from None
     budget = _Budget()
     token = _BUDGET.set(budget)
     try:

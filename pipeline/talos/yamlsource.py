@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import PipelineError
+from pipeline.redact import safe_library_message
 
 # Dotted paths such as ("nodes", "cp1", "role") mapped to 1-based source lines.
 LineMap = dict[tuple[Any, ...], int]
@@ -73,9 +74,11 @@ def load_yaml_with_lines(text: str, source: str | Path) -> tuple[Any, LineMap]:
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else None
-        raise PipelineError(f"invalid YAML: {error.problem or error}", path=source, line=line) from None
+        problem = safe_library_message(error).removeprefix("YAML error: ").split(" at line ")[0]
+        raise PipelineError(f"invalid YAML: {problem}", path=source, line=line) from None
     except yaml.YAMLError as error:
-        raise PipelineError(f"invalid YAML: {error}", path=source) from None
+        raise PipelineError(f"invalid YAML: {safe_library_message(error).removeprefix('YAML error: ')}",
+                            path=source) from None
     lines: LineMap = {}
     _line_map(node, (), lines)
     return data, lines
