@@ -7,6 +7,7 @@ records the digests, so a fresh clone or CI without a key can tell which nodes a
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
 from functools import cache, lru_cache
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 from pipeline.errors import PipelineError
 from pipeline.layout import base_artefact, node_artefact
 from pipeline.state.ledger import Ledger, canonical, file_identity, sha256_bytes, sha256_file
-from pipeline.talos.inventory import Inventory, Node
+from pipeline.talos.inventory import PATCH_DIR, Inventory, Node
 from pipeline.talos.patching import Patch, load_patch
 from pipeline.talos.templating import render_template
 
@@ -87,7 +88,18 @@ def forget_file_cache() -> None:
     _digest_cached.cache_clear()
 
 
+def _inside_patches(path: Path, source: str) -> None:
+    """A patch must resolve inside the repository's patches/: a symlink out of it (to a key file) is refused."""
+    root = path.parents[len(Path(source).parts) - 1]
+    folder = os.path.realpath(root / PATCH_DIR)
+    real = os.path.realpath(path)
+    if not real.startswith(folder + os.sep) or not folder.startswith(os.path.realpath(root) + os.sep):
+        raise PipelineError(f"patch file resolves outside {PATCH_DIR}/ (a symlink out of it): refused",
+                            path=source)
+
+
 def _read_patch(path: Path, source: str) -> str:
+    _inside_patches(path, source)
     identity = file_identity(path)
     try:
         if identity is None:

@@ -75,5 +75,7 @@ class PromotionRun(Run):
                 start(root, args, self._plain)
                 return super().execute(params, args)
         except PipelineError as error:  # another promotion holds the lock: one line, nothing changed
-            print(str(error), file=sys.stderr, flush=True)
+            from pipeline.wiring.action import redacted  # the redaction boundary (only needed here)
+
+            print(redacted(str(error)), file=sys.stderr, flush=True)
             return 1
