@@ -42,8 +42,10 @@ TaskDict = dict[str, Any]
 # (root, identities of the files read) -> the secrets collected from them, so `doit watch` and a
 # run's many lines collect once.
 _FULL: dict[tuple[str, tuple[Any, ...]], SecretSet] = {}
-_WHOLE_FILE_ARTEFACTS = (SECRETS_ARTEFACT, TALOSCONFIG_ARTEFACT, "encrypted/vars.encrypted.yaml")
-_BASES = (base_artefact("controlplane"), base_artefact("worker"))
+# Every value of these is secret (certificates aside); of the others (machine configs, the talosctl
+# client config, whose context names and endpoints are not), only the sensitive fields.
+_WHOLE_FILE_ARTEFACTS = (SECRETS_ARTEFACT, "encrypted/vars.encrypted.yaml")
+_BASES = (base_artefact("controlplane"), base_artefact("worker"), TALOSCONFIG_ARTEFACT)
 
 
 def _identity_texts() -> list[str]:
@@ -88,6 +90,7 @@ def known_secrets(root: Path | None = None, full: bool = False) -> SecretSet:
                 continue  # cannot read it: the failure being reported may be exactly that
             if name in _WHOLE_FILE_ARTEFACTS:
                 collected.add_documents(documents)
+                collected.update(rendering.sensitive_values(documents))  # its certificates are public
             else:
                 collected.update(rendering.sensitive_values(documents))
         _FULL.clear()  # one repository state at a time
