@@ -89,9 +89,11 @@ def test_a_template_cannot_run_commands(promoted: Repo, tmp_path: Path, task: st
 
 
 def test_a_template_cannot_reach_the_age_key_past_the_redaction(promoted: Repo, secrets: list[str]) -> None:
-    # the key is not in the template context; every way of reaching Python's objects is closed
-    patch(promoted, "w1.yaml", "machine:\n  nodeLabels:\n    a: {{ lipsum.__globals__['os'].environ | string | lower }}\n"
-                               "    b: {{ self._TemplateReference__context | string | reverse }}\n")
+    # The key is not in the template context, and every way to Python's objects (open, os) is closed.
+    key = promoted.home / ".config" / "sops" / "age" / "keys.txt"
+    reach = f"cycler.__init__.__globals__.__builtins__.open('{key}').read().split()[-1]"
+    patch(promoted, "w1.yaml", f"machine:\n  nodeLabels:\n    a: \"{{{{ {reach} | lower }}}}\"\n"
+                               f"    b: \"{{{{ {reach} | reverse | join('') }}}}\"\n")
     for args in ((), ("plan",)):
         code, output = run(promoted, *args)
         assert code == 1 and "patches/w1.yaml" in output, output
