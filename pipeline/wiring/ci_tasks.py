@@ -64,8 +64,10 @@ def task_plan() -> TaskDict:
         from pipeline.review.plan import render_plan
         from pipeline.state.ledger import atomic_write
 
-        # Built from decrypted artefacts: through the redaction boundary, whatever plan redacted itself.
-        text = redacted(render_plan(sessions.current().root, fmt))
+        # Through the redaction boundary, whatever plan redacted itself: against the identities and every
+        # base config this process decrypted (a node plan shows was rendered from its base, so that is
+        # known; a plan that changes nothing decrypts nothing, and neither does this).
+        text = redacted(render_plan(sessions.current().root, fmt), full=False)
         if not output:
             print(text, end="", flush=True)
             return {}

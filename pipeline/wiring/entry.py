@@ -77,5 +77,5 @@ class PromotionRun(Run):
         except PipelineError as error:  # another promotion holds the lock: one line, nothing changed
             from pipeline.wiring.action import redacted  # the redaction boundary (only needed here)
 
-            print(redacted(str(error)), file=sys.stderr, flush=True)
+            print(redacted(str(error), full=False), file=sys.stderr, flush=True)  # a lock message: no values
             return 1

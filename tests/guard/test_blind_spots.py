@@ -52,7 +52,8 @@ def test_the_secrets_bundle_and_the_age_key_under_odd_names(promoted: Repo) -> N
 def test_a_secret_inside_a_jinja_comment(promoted: Repo) -> None:
     text = decrypted(promoted)
     token = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.strip().startswith("token:"))
-    patch = "{# old value, keep for later:\nmachine:\n  token: " + token + "\n#}\nmachine:\n  install:\n    wipe: true\n"
+    patch = ("{# old value, keep for later:\nmachine:\n  token: " + token
+             + "\n#}\nmachine:\n  install:\n    wipe: true\n")
     assert staged_findings(promoted, "patches/wipe.yaml", patch.encode())
 
 

@@ -53,7 +53,7 @@ def test_a_secret_copied_into_a_validated_field_is_not_printed(promoted: Repo, s
                                                                target: str) -> None:
     patch(promoted, "cp1.yaml", f"- op: copy\n  from: /cluster/secret\n  path: {target}\n")
     code, output = run(promoted)
-    assert code == 1 and "patches/cp1.yaml" in output or "node cp1" in output, output
+    assert code == 1 and ("patches/cp1.yaml" in output or "node cp1" in output), output
     assert leaks(output, secrets) == []
 
 
