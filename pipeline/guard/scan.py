@@ -12,6 +12,7 @@ hook: what is about to be committed). Each finding is one line naming the node o
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -388,6 +389,33 @@ def scan_any_file(data: bytes, path: str) -> list[str]:
     return scan_plaintext(text, path) if text is not None else []
 
 
+_DIGEST = re.compile(r"(sha256|hmac-sha256):[0-9a-f]{64}")
+
+
+def _without_digests(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_digests(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_digests(item) for item in value]
+    return _DIGEST.sub("#", value) if isinstance(value, str) else value
+
+
+def scan_ledger_text(data: bytes, path: str = LEDGER_FILE) -> list[str]:
+    """The text scan for the ledger: every value of it but its digests (thousands of hex runs on a fleet,
+    which cannot hold a finding the scan knows and cost most of a fleet's check); whole when it is not JSON."""
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return scan_any_file(data, path)
+    reduced = json.dumps(_without_digests(parsed), indent=1, ensure_ascii=False)
+    # The pipeline's ledger names no secret field: the full scan only when something spells one.
+    found = (textscan.scan_bytes(reduced.encode(), path) if textscan.names_a_secret_field(reduced)
+             else textscan.scan_patterns(reduced, path))
+    # Line numbers are the reformatted text's, not the file's: name the file only.
+    return [re.sub(r"^([^:]*):\d+:", r"\1:", line) + f" (in the ledger: git checkout HEAD -- {path})"
+            for line in found]
+
+
 def _in_work_tree(root: Path) -> bool:
     # The repository may be a subfolder of a bigger one: its index is that one's (git finds it from here).
     return git.toplevel(root) is not None
@@ -424,7 +452,7 @@ def scan_index(root: Path, worktree: bool = True) -> list[str]:
             result = _load_ledger(text, where)
             if isinstance(result, str):
                 findings.append(result)
-            findings.extend(f"{line}{where}" for line in scan_any_file(item.content, item.path))
+            findings.extend(f"{line}{where}" for line in scan_ledger_text(item.content, item.path))
         elif inside:
             findings.extend(f"{line}{where}" for line in scan_artefact(text, item.path))
             # An artefact that is not SOPS at all may still be any plaintext (a copy of a config, a key):

@@ -68,15 +68,28 @@ def known_secrets(root: Path | None = None, full: bool = False) -> SecretSet:
     A no-op run prints no line that needs this, so it decrypts nothing.
     """
     root = Path.cwd() if root is None else root
-    secrets = SecretSet()
     keys = _identity_texts()
+    seen = rendering.secrets_seen(root)
+    files = [*_WHOLE_FILE_ARTEFACTS, *_BASES]
+    full_key = (tuple(file_identity(root / name) for name in files) if full and keys else None)
+    memo_key = (str(root), tuple(keys), tuple(sorted(seen.values())), full_key)
+    if _LAST[0] == memo_key and _LAST[1] is not None:
+        return _LAST[1]  # the same sources as the last line's: the same (already indexed) set
+    secrets = SecretSet()
     for text in keys:
         secrets.add_age_identity(text)
-    secrets.update(rendering.secrets_seen(root))
-    if not full or not keys:
-        return secrets
-    files = [*_WHOLE_FILE_ARTEFACTS, *_BASES]
-    key = (str(root), tuple(file_identity(root / name) for name in files), tuple(keys))
+    secrets.update(seen)
+    if full_key is not None:
+        secrets.update(_collect(root, files, (str(root), full_key, tuple(keys))))
+    _LAST[:] = [memo_key, secrets]
+    return secrets
+
+
+_LAST: list[Any] = [None, None]  # (sources, SecretSet) of the last call: a run's many lines share one index
+
+
+def _collect(root: Path, files: list[str], key: tuple[Any, ...]) -> SecretSet:
+    """Decrypt the run's encrypted files (once per process while they are unchanged) and track their secrets."""
     collected = _FULL.get(key)
     if collected is None:
         collected = SecretSet()
@@ -95,8 +108,7 @@ def known_secrets(root: Path | None = None, full: bool = False) -> SecretSet:
                 collected.update(rendering.sensitive_values(documents))
         _FULL.clear()  # one repository state at a time
         _FULL[key] = collected
-    secrets.update(collected)
-    return secrets
+    return collected
 
 
 def redacted(text: str, full: bool = True, root: Path | None = None) -> str:

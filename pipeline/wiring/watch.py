@@ -119,7 +119,8 @@ def _stamp() -> str:
 
 
 def _say(line: str) -> None:
-    print(redacted(line), file=sys.stdout, flush=True)  # the run's one redaction boundary
+    # The run's one redaction boundary; a failure may quote anything, so it is checked against every secret.
+    print(redacted(line, full="failed" in line), file=sys.stdout, flush=True)
 
 
 def describe(paths: Iterable[str], limit: int = 3) -> str:
