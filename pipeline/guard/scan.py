@@ -12,7 +12,6 @@ hook: what is about to be committed). Each finding is one line naming the node o
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -392,28 +391,17 @@ def scan_any_file(data: bytes, path: str) -> list[str]:
 _DIGEST = re.compile(r"(sha256|hmac-sha256):[0-9a-f]{64}")
 
 
-def _without_digests(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _without_digests(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_without_digests(item) for item in value]
-    return _DIGEST.sub("#", value) if isinstance(value, str) else value
-
-
 def scan_ledger_text(data: bytes, path: str = LEDGER_FILE) -> list[str]:
-    """The text scan for the ledger: every value of it but its digests (thousands of hex runs on a fleet,
-    which cannot hold a finding the scan knows and cost most of a fleet's check); whole when it is not JSON."""
+    """The text scan for the ledger, without its digests (thousands of hex runs on a fleet, which cannot hold
+    a finding the scan knows and would cost most of a fleet's check); the full scan when it is not UTF-8."""
     try:
-        parsed = json.loads(data)
-    except ValueError:
+        text = _DIGEST.sub("#", data.decode("utf-8"))
+    except UnicodeDecodeError:
         return scan_any_file(data, path)
-    reduced = json.dumps(_without_digests(parsed), indent=1, ensure_ascii=False)
     # The pipeline's ledger names no secret field: the full scan only when something spells one.
-    found = (textscan.scan_bytes(reduced.encode(), path) if textscan.names_a_secret_field(reduced)
-             else textscan.scan_patterns(reduced, path))
-    # Line numbers are the reformatted text's, not the file's: name the file only.
-    return [re.sub(r"^([^:]*):\d+:", r"\1:", line) + f" (in the ledger: git checkout HEAD -- {path})"
-            for line in found]
+    found = (textscan.scan_bytes(text.encode(), path) if textscan.names_a_secret_field(text)
+             else textscan.scan_patterns(text, path))
+    return [f"{line} (in the ledger: git checkout HEAD -- {path})" for line in found]
 
 
 def _in_work_tree(root: Path) -> bool:

@@ -118,7 +118,11 @@ def test_a_symlinked_patch_pointing_at_the_age_key_is_refused(promoted: Repo, se
     assert "patches/w1.yaml" in output and "outside patches/" in output, output
 
 
-STAND_IN = "#!/bin/sh\ncase \"$1 $2\" in\n  \"machineconfig patch\") cat \"$3\";;\n  *) exit 0;;\nesac\n"
+# A stand-in talosctl that records where the base config it was handed really lives (a kill at this
+# moment would leave that file there).
+STAND_IN = ("#!/bin/sh\ncase \"$1 $2\" in\n"
+            "  \"machineconfig patch\") readlink -f \"$3\" >> \"$TALOSCTL_LOG\"; cat \"$3\";;\n"
+            "  *) exit 0;;\nesac\n")
 
 
 def test_talosctl_renderer_never_writes_through_a_symlinked_rendered(promoted: Repo, tmp_path: Path,
@@ -133,8 +137,11 @@ def test_talosctl_renderer_never_writes_through_a_symlinked_rendered(promoted: R
     outside.mkdir()
     (promoted.path / "rendered").symlink_to(outside)
     patch(promoted, "w1.yaml", (promoted.path / "patches" / "w1.yaml").read_text() + "  install:\n    wipe: true\n")
-    env = dict(promoted.env, PATH=f"{bin_dir}{os.pathsep}{promoted.env['PATH']}")
+    log = tmp_path / "talosctl.log"
+    env = dict(promoted.env, PATH=f"{bin_dir}{os.pathsep}{promoted.env['PATH']}", TALOSCTL_LOG=str(log))
     code, output = run(promoted, env=env)
     assert code == 1 and "symlink" in output, output
+    written = log.read_text().split() if log.exists() else []
+    assert not [path for path in written if path.startswith(str(outside.resolve()))], written
     assert list(outside.rglob("*")) == []
     assert leaks(output, secrets) == []
