@@ -69,7 +69,6 @@ _TALOS_SECRET_PATHS = re.compile("|".join((
 PRIVATE_KEY = re.compile(
     r"AGE-SECRET-KEY-1[0-9A-Z]{58}|-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----"
     r"|LS0tLS1CRUdJTiB(FQyBQUklWQVRFIEtFWS0t|FRDI1NTE5IFBSSVZBVEUgS0VZ|QUklWQVRFIEtFWS0t|SU0EgUFJJVkFURSBLRVkt)")
-_SCANNED_SUFFIXES = (".yaml", ".yml", ".json", ".txt", ".key", ".pem", ".env", ".agekey")
 _TEMPLATE_EXPR = re.compile(r"\{\{.*?\}\}")
 _TEMPLATE_TAG = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
