@@ -111,12 +111,25 @@ def _collect(root: Path, files: list[str], key: tuple[Any, ...]) -> SecretSet:
     return collected
 
 
+# Whether this process has had plaintext in memory (an action ran sops, or a base config was decrypted):
+# before that, no value of an encrypted file can be in any message, and a failure decrypts nothing.
+_TOUCHED = [False]
+
+
+def touched_plaintext(root: Path | None = None) -> bool:
+    """Whether a secret value from an encrypted file can be in this process's messages."""
+    return _TOUCHED[0] or len(rendering.secrets_seen(Path.cwd() if root is None else root)) > 0
+
+
 def redacted(text: str, full: bool = True, root: Path | None = None) -> str:
-    """``text`` with every known secret of the run replaced by ``(secret)`` (see :func:`known_secrets`)."""
+    """``text`` with every known secret of the run replaced by ``(secret)`` (see :func:`known_secrets`).
+
+    ``full`` is honoured once the process had plaintext in memory (:func:`touched_plaintext`).
+    """
     if not text:
         return text
     try:
-        return redact(text, known_secrets(root, full=full))
+        return redact(text, known_secrets(root, full=full and touched_plaintext(root)))
     except Exception:
         return "(a message was withheld: it could not be checked for secrets)"
 
@@ -153,11 +166,13 @@ def os_error_line(error: OSError, root: Path | None = None) -> str:
     return reason
 
 
-def action(func: Callable[..., Any], *, writes: bool = False) -> Callable[..., Any]:
+def action(func: Callable[..., Any], *, writes: bool = False, reveals: bool = False) -> Callable[..., Any]:
     """Wrap ``func`` as a doit action (see the module docstring).
 
-    ``writes``: merge journaled ledger entries before running. A ``func`` with an ``emit``
-    parameter gets a :class:`Lines` collector, whose lines become the report's.
+    ``writes``: merge journaled ledger entries before running. ``reveals``: the action handles
+    decrypted content without running sops in this process (the drill's clean-room workers), so its
+    failure is redacted against every secret. A ``func`` with an ``emit`` parameter gets a
+    :class:`Lines` collector, whose lines become the report's.
     """
     signature = inspect.signature(func)
     wants_emit = "emit" in signature.parameters
@@ -174,14 +189,17 @@ def action(func: Callable[..., Any], *, writes: bool = False) -> Callable[..., A
                 journal.flush_ledger(root)
             result = func(*args, **kwargs)
         except PipelineError as error:
+            _note_plaintext(runs, reveals)
             lines.flush_to_stderr()
             return TaskFailed(redacted(str(error), root=root))
         except OSError as error:
+            _note_plaintext(runs, reveals)
             lines.flush_to_stderr()
             return TaskFailed(redacted(os_error_line(error, root), root=root))
         except KeyboardInterrupt:
             lines.flush_to_stderr()
             return TaskFailed("interrupted: every artefact is whole (each is replaced atomically); run it again")
+        _note_plaintext(runs, reveals)
         values = dict(result) if isinstance(result, dict) else {}
         # Report lines of a success: against what the process knows already (a promotion's lines name
         # nodes and files; the tasks that print decrypted content redact it fully themselves).
@@ -194,6 +212,11 @@ def action(func: Callable[..., Any], *, writes: bool = False) -> Callable[..., A
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[p for p in signature.parameters.values() if p.name != "emit"])
     return wrapper
+
+
+def _note_plaintext(runs_before: int, reveals: bool) -> None:
+    if reveals or sops.runs_in_this_thread() > runs_before:
+        _TOUCHED[0] = True
 
 
 def failing(basename: str, error: PipelineError, doc: str) -> TaskDict:
