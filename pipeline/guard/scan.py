@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from pipeline.errors import PipelineError
-from pipeline.guard import carriers
+from pipeline.guard import carriers, textscan
 from pipeline.layout import ENCRYPTED_DIR, RENDERED_DIR, SECRETS_ARTEFACT, node_artefact
 from pipeline.promote import bootstrap
 from pipeline.promote.intent import describe_trigger, intent_inputs
@@ -37,7 +37,7 @@ from pipeline.sops.metadata import (
 )
 from pipeline.state import git, ledger
 from pipeline.state.ledger import LEDGER_FILE, Ledger
-from pipeline.talos.inventory import load_inventory
+from pipeline.talos.inventory import PATCH_DIR, load_inventory
 
 if TYPE_CHECKING:
     from pipeline.talos.inventory import Inventory
@@ -69,7 +69,6 @@ _TALOS_SECRET_PATHS = re.compile("|".join((
 PRIVATE_KEY = re.compile(
     r"AGE-SECRET-KEY-1[0-9A-Z]{58}|-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----"
     r"|LS0tLS1CRUdJTiB(FQyBQUklWQVRFIEtFWS0t|FRDI1NTE5IFBSSVZBVEUgS0VZ|QUklWQVRFIEtFWS0t|SU0EgUFJJVkFURSBLRVkt)")
-_SCANNED_SUFFIXES = (".yaml", ".yml", ".json", ".txt", ".key", ".pem", ".env", ".agekey")
 _TEMPLATE_EXPR = re.compile(r"\{\{.*?\}\}")
 _TEMPLATE_TAG = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -353,8 +352,8 @@ class _Staged:
 
 
 def _staged_files(root: Path, entries: list[tuple[str, str, int]]) -> list[_Staged]:
-    wanted = [(path, sha) for path, sha, stage in entries if stage == 0 and not path.startswith(f"{RENDERED_DIR}/")
-              and (path.startswith(f"{ENCRYPTED_DIR}/") or path.endswith(_SCANNED_SUFFIXES))]
+    # Every tracked or staged file, whatever its name: a secret hides as well in notes.bak as in a .yaml.
+    wanted = [(path, sha) for path, sha, stage in entries if stage == 0 and not path.startswith(f"{RENDERED_DIR}/")]
     on_disk: dict[str, bytes] = {}
     missing: list[str] = []
     for path, sha in wanted:
@@ -371,13 +370,60 @@ def _staged_files(root: Path, entries: list[tuple[str, str, int]]) -> list[_Stag
             for path, sha in wanted]
 
 
+def _is_artefact(path: str) -> bool:
+    """A file under encrypted/ that must be a SOPS artefact (what :func:`artefact_files` lists)."""
+    name = path.rsplit("/", 1)[-1]
+    return (path.startswith(f"{ENCRYPTED_DIR}/") and path != LEDGER_FILE
+            and name not in (".gitkeep", ".gitattributes"))
+
+
+def scan_any_file(data: bytes, path: str) -> list[str]:
+    """Findings for one tracked or staged file that is not an artefact: any name, suffix, encoding or parse state.
+
+    The keyless text scan (:mod:`pipeline.guard.textscan`) first; when it finds nothing, a YAML file is
+    also judged parsed (a secret field whose layout only a parser sees).
+    """
+    if path.startswith(f"{PATCH_DIR}/"):
+        # A fresh clone needs the patch: the advice moves the secret, it never untracks the file.
+        hint = f"({carriers.move_advice(path, 'the value')})"
+    else:
+        hint = f"(secrets belong only in the encrypted artefacts; git rm --cached {path})"
+    found = [f"{line} {hint}" for line in textscan.scan_bytes(data, path)]
+    if found:
+        return found
+    text, _encoding = textscan.decode(data)
+    return scan_plaintext(text, path) if text is not None else []
+
+
+_DIGEST = re.compile(r"(sha256|hmac-sha256):[0-9a-f]{64}")
+
+
+def scan_ledger_text(data: bytes, path: str = LEDGER_FILE) -> list[str]:
+    """The text scan for the ledger, without its digests (thousands of hex runs on a fleet, which cannot hold
+    a finding the scan knows and would cost most of a fleet's check); the full scan when it is not UTF-8."""
+    try:
+        text = _DIGEST.sub("#", data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return scan_any_file(data, path)
+    # The pipeline's ledger names no secret field: the full scan only when something spells one.
+    found = (textscan.scan_bytes(text.encode(), path) if textscan.names_a_secret_field(text)
+             else textscan.scan_patterns(text, path))
+    return [f"{line} (in the ledger: git checkout HEAD -- {path})" for line in found]
+
+
+def _in_work_tree(root: Path) -> bool:
+    # The repository may be a subfolder of a bigger one: its index is that one's (git finds it from here).
+    return git.toplevel(root) is not None
+
+
 def scan_index(root: Path, worktree: bool = True) -> list[str]:
     """Findings for the git index: plaintext tracked or staged, unsafe staged content, `.gitignore` gaps.
 
-    With ``worktree`` the work-tree scan judges encrypted/, so only staged artefacts that differ
-    from it are judged here (marked "(staged)"); without, every staged file is judged.
+    Every tracked and staged file is judged (paths relative to ``root``, also when ``root`` is a
+    subfolder of a bigger repository). With ``worktree`` the work-tree scan judges encrypted/'s
+    artefacts, so only staged artefacts that differ from it are judged here (marked "(staged)").
     """
-    if not git.is_repository(root):
+    if not _in_work_tree(root):
         return []
     entries = git.index_entries(root)
     findings = []
@@ -392,7 +438,7 @@ def scan_index(root: Path, worktree: bool = True) -> list[str]:
 
     staged = {item.path: item for item in _staged_files(root, entries)}
     for item in staged.values():
-        inside = item.path.startswith(f"{ENCRYPTED_DIR}/")
+        inside = _is_artefact(item.path)
         if worktree and inside and item.same_as_disk:
             continue  # the work-tree scan of encrypted/ has judged these very bytes
         where = " (staged)" if worktree and not item.same_as_disk else ""
@@ -401,11 +447,15 @@ def scan_index(root: Path, worktree: bool = True) -> list[str]:
             result = _load_ledger(text, where)
             if isinstance(result, str):
                 findings.append(result)
+            findings.extend(f"{line}{where}" for line in scan_ledger_text(item.content, item.path))
         elif inside:
             findings.extend(f"{line}{where}" for line in scan_artefact(text, item.path))
             findings.extend(f"{line}{where}" for line in carriers.scan_artefact(text, item.path))
+            # An artefact that is not SOPS at all may still be any plaintext (a copy of a config, a key):
+            if "sops:" not in text:
+                findings.extend(f"{line}{where}" for line in scan_any_file(item.content, item.path))
         elif not PLAINTEXT_NAMES.search(item.path):
-            findings.extend(f"{line}{where}" for line in scan_plaintext(text, item.path))
+            findings.extend(f"{line}{where}" for line in scan_any_file(item.content, item.path))
 
     bundle, ledger_item = staged.get(SECRETS_ARTEFACT), staged.get(LEDGER_FILE)
     if not worktree or not (bundle is None or bundle.same_as_disk) or not (ledger_item is None

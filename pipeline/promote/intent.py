@@ -7,6 +7,7 @@ records the digests, so a fresh clone or CI without a key can tell which nodes a
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
 from functools import cache, lru_cache
 from pathlib import Path
@@ -18,7 +19,7 @@ from pipeline.promote import secrets
 from pipeline.sops.config import load_sops_config
 from pipeline.state import ledger
 from pipeline.state.ledger import Ledger, canonical, file_identity, sha256_bytes, sha256_file
-from pipeline.talos.inventory import Inventory, Node
+from pipeline.talos.inventory import PATCH_DIR, Inventory, Node
 from pipeline.talos.patching import Patch, load_patch
 from pipeline.talos.templating import render_template
 
@@ -26,8 +27,8 @@ from pipeline.talos.templating import render_template
 RENDER_FORMAT = 2  # 2: the package layout (code digest over talos/ and promote/render.py)
 
 
-_RENDERING_CODE = ("talos/patching.py", "promote/render.py", "talos/templating.py", "talos/validation.py",
-                   "talos/yaml.py", "talos/schema.py", "talos/baseconfig.py")
+_RENDERING_CODE = ("talos/patching.py", "promote/render.py", "talos/templating.py", "talos/sandbox.py",
+                   "talos/validation.py", "talos/yaml.py", "talos/schema.py", "talos/baseconfig.py")
 
 
 @cache
@@ -115,7 +116,22 @@ def forget_file_cache() -> None:
     _digest_cached.cache_clear()
 
 
+def _inside_patches(path: Path, source: str) -> None:
+    """A patch must resolve inside the repository's patches/: a symlink out of it (to a key file) is refused."""
+    depth = len(Path(source).parts)
+    root = path.parents[depth - 1]
+    # Fast path (every node reads its patches): no symlink from patches/ down to the file.
+    if not any(os.path.islink(part) for part in (path, *path.parents[:depth - 1])):
+        return
+    folder = os.path.realpath(root / PATCH_DIR)
+    real = os.path.realpath(path)
+    if not real.startswith(folder + os.sep) or not folder.startswith(os.path.realpath(root) + os.sep):
+        raise PipelineError(f"patch file resolves outside {PATCH_DIR}/ (a symlink out of it): refused",
+                            path=source)
+
+
 def _read_patch(path: Path, source: str) -> str:
+    _inside_patches(path, source)
     identity = file_identity(path)
     try:
         if identity is None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +23,7 @@ from pipeline.promote.intent import (
     intent_inputs,
     source_digest,
 )
+from pipeline.redact import SecretSet, contains_secret, is_sensitive_path
 from pipeline.sops import runner as sops
 from pipeline.sops.config import SOPS_CONFIG, SopsConfig, parse_sops_config
 from pipeline.state import ledger
@@ -28,7 +31,7 @@ from pipeline.state.ledger import canonical, file_identity, sha256_bytes
 from pipeline.talos.baseconfig import dump_documents
 from pipeline.talos.contracts import contract
 from pipeline.talos.inventory import Inventory, Node
-from pipeline.talos.patching import apply_patches_traced, load_documents
+from pipeline.talos.patching import apply_patches, apply_patches_traced, load_documents
 from pipeline.talos.validation import check_node_config, check_patches
 
 
@@ -36,7 +39,44 @@ from pipeline.talos.validation import check_node_config, check_patches
 def _decrypt_base_cached(root: str, artefact: str, digest: str) -> tuple[dict[str, Any], ...]:
     # Talos's own reading of YAML (yes/no stay strings), as for patches; parsed once per role,
     # not once per node (apply_patches never modifies the documents it is given).
-    return tuple(load_documents(sops.decrypt(artefact, Path(root)), artefact))
+    documents = tuple(load_documents(sops.decrypt(artefact, Path(root)), artefact))
+    _SECRETS_SEEN[(root, artefact)] = (digest, _sensitive_values(documents))
+    return documents
+
+
+# The sensitive values of every base config this process decrypted (root, artefact -> digest, values):
+# what the renderer refuses to see in a plain field, and what every message of the run is redacted against.
+_SECRETS_SEEN: dict[tuple[str, str], tuple[str, SecretSet]] = {}
+
+
+def _public_values(value: Any, key: str = "") -> list[str]:
+    """Certificates (``crt``): public, and sharing their PEM armour with the keys beside them."""
+    if isinstance(value, dict):
+        return [found for name, item in value.items() for found in _public_values(item, str(name))]
+    if isinstance(value, list):
+        return [found for item in value for found in _public_values(item, key)]
+    return [value] if key == "crt" and isinstance(value, str) else []
+
+
+def _sensitive_values(documents: tuple[dict[str, Any], ...] | list[Any]) -> SecretSet:
+    secrets = SecretSet()
+    secrets.add_documents(documents, is_sensitive_path)
+    secrets.add_public(_public_values(list(documents)))
+    return secrets
+
+
+def secrets_seen(root: Path) -> SecretSet:
+    """The sensitive values of the base configs this process has decrypted for ``root`` (no sops run)."""
+    out = SecretSet()
+    for (where, _artefact), (_digest, values) in list(_SECRETS_SEEN.items()):
+        if where == str(root):
+            out.update(values)
+    return out
+
+
+def sensitive_values(documents: list[Any]) -> SecretSet:
+    """The secret values of parsed machine-config (or bundle) documents: their sensitive fields."""
+    return _sensitive_values(documents)
 
 
 def base_documents(inventory: Inventory, role: str) -> list[dict[str, Any]]:
@@ -59,6 +99,8 @@ class Rendered:
     text: str
     inputs: list[str]
     source: str | None = None  # source_digest() of the patch texts these documents were rendered from
+    patches: tuple[Any, ...] = ()  # the parsed patches, in order (to name the one that did something)
+    base: tuple[dict[str, Any], ...] = ()  # the base documents they were applied to
 
     @property
     def intent(self) -> str:
@@ -89,7 +131,72 @@ def render_node(inventory: Inventory, node: Node) -> Rendered:
     # Types as Talos decodes them (extraArgs/sysctls/labels are strings), then the version's schema and rules.
     documents = check_node_config(documents, node.name, version, provenance)
     check_secret_landing(inventory, node, documents)  # values from encrypted sources stay encrypted
-    return Rendered(documents, dump_documents(documents), inputs, source)
+    return Rendered(documents, dump_documents(documents), inputs, source, tuple(patches), tuple(base))
+
+
+# --- taint: no secret value in a field sops leaves in plaintext -------------------------------
+
+
+def _plain_strings(value: Any, path: str, encrypted: re.Pattern[str] | None,
+                   unencrypted: re.Pattern[str] | None) -> Iterator[tuple[str, str]]:
+    """(dotted path, text) of every key and string the creation rule leaves in plaintext."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = str(key)
+            where = f"{path}.{name}" if path else name
+            yield f"{path or '(top)'} (a key)", name  # a key is never encrypted; never named (it may be the secret)
+            if encrypted is not None and encrypted.search(name):
+                continue
+            if unencrypted is not None and not unencrypted.search(name):
+                continue
+            yield from _plain_strings(item, where, encrypted, unencrypted)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _plain_strings(item, f"{path}[{index}]", encrypted, unencrypted)
+    elif isinstance(value, str):
+        yield path, value
+
+
+def _tainted_path(documents: list[Any], secrets: SecretSet, rule: dict[str, Any]) -> str | None:
+    """The first plaintext position holding a known secret (whole, a piece of 8+ characters, or a transform)."""
+    enc, unenc = rule.get("encrypted_regex"), rule.get("unencrypted_regex")
+    if not enc and not unenc:
+        return None  # every value is encrypted (or suffix rules: the guard judges the artefact)
+    try:
+        encrypted = re.compile(enc) if isinstance(enc, str) and enc else None
+        unencrypted = re.compile(unenc) if isinstance(unenc, str) and unenc else None
+    except re.error:
+        return None  # .sops.yaml is reported by sops and the guard
+    for index, doc in enumerate(documents):
+        for path, text in _plain_strings(doc, "", encrypted, unencrypted):
+            if contains_secret(text, secrets):
+                return path if len(documents) == 1 else f"document {index + 1}: {path}"
+    return None
+
+
+def _refuse_tainted(inventory: Inventory, node: Node, result: Rendered) -> None:
+    """Refuse a rendered node whose plain fields hold a value of the base config's secrets."""
+    shape = _rule_shape(inventory.root, node_artefact(inventory, node))
+    if shape is None or not result.base:
+        return
+    secrets = _sensitive_values(result.base)
+    path = _tainted_path(result.documents, secrets, shape)
+    if path is None:
+        return
+    culprit = "its patches"
+    if inventory.renderer != "talosctl":
+        # Which patch did it: the first after which that field holds a secret.
+        for count in range(1, len(result.patches) + 1):
+            try:
+                partial = apply_patches(list(result.base), list(result.patches[:count]))
+            except PipelineError:
+                break
+            if _tainted_path(partial, secrets, shape) is not None:
+                culprit = result.patches[count - 1].source
+                break
+    raise PipelineError(f"node {node.name}: {path} would hold a secret (a value of the secrets bundle or base "
+                        "config) in a field sops leaves in plaintext: refused (copy secrets only into encrypted "
+                        "fields)", path=culprit if culprit != "its patches" else None)
 
 
 def write_plaintext(path: Path, text: str) -> None:
@@ -177,6 +284,7 @@ def render_values(inventory: Inventory, node: Node) -> dict[str, Any]:
 
 def _render(inventory: Inventory, node: Node) -> tuple[Path, Rendered]:
     result = render_node(inventory, node)
+    _refuse_tainted(inventory, node, result)
     path = inventory.root / rendered_path(inventory, node)
     write_plaintext(path, result.text)
     if talosctl.binary() is not None:

@@ -44,7 +44,13 @@ def require() -> str:
 def private_folder(root: Path) -> Iterator[Path]:
     """A 0700 scratch folder under rendered/ (never the system temp folder), removed afterwards."""
     parent = root / RENDERED_DIR
+    # Plaintext (a whole base config) is never written through a symlink: rendered/ itself, or a
+    # component above the scratch folder, could point outside the repository, where no purge reaches.
+    if parent.is_symlink():
+        raise PipelineError("refusing to write plaintext through a symlink: remove it", path=f"{RENDERED_DIR}/")
     parent.mkdir(mode=0o700, exist_ok=True)
+    if parent.stat().st_uid != os.geteuid():
+        raise PipelineError("owned by another user: refusing to write plaintext there", path=f"{RENDERED_DIR}/")
     folder = Path(tempfile.mkdtemp(prefix=".talosctl-", dir=parent))
     try:
         yield folder
@@ -53,8 +59,8 @@ def private_folder(root: Path) -> Iterator[Path]:
 
 
 def write_private(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` with mode 0600."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write ``text`` to a new file ``path`` with mode 0600 (never through a symlink, never over a file)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
     return path

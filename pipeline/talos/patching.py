@@ -20,6 +20,7 @@ import jsonpatch
 import jsonpointer
 
 from pipeline.errors import PipelineError
+from pipeline.redact import safe_library_message
 from pipeline.talos.yaml import LineMap, line_of, load_documents_with_lines
 
 __all__ = [
@@ -875,9 +876,11 @@ def _apply_json6902(
             if trace is not None:
                 _trace_op(trace, doc, op, number, patch)
         except _JSON_PATCH_ERRORS as exc:
+            # jsonpatch/jsonpointer print the parent mapping or the tested value (every secret of a
+            # base config): the message names the operation, its paths and types, never a value.
             raise PatchError(
                 f"failure applying rfc6902 patches to talos machine config: operation {number} "
-                f"({op['op']} {op['path']}): {exc}",
+                f"({op['op']} {op['path']}): {safe_library_message(exc, op)}",
                 path=patch.source,
             ) from None
     if not isinstance(doc, dict):

@@ -10,6 +10,7 @@ Pure: no I/O. Every problem found is reported at once, each naming its field.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,6 +38,16 @@ def _is_set(value: Any) -> bool:
     return value not in (None, "", {}, [])
 
 
+def _shape(value: Any) -> str:
+    """A value described without its text (it may have been copied from a secret): type and length.
+
+    Texts under 8 characters (the shortest secret the redaction tracks) are quoted: a typo stays readable.
+    """
+    if isinstance(value, str):
+        return repr(value) if len(value) < 8 else f"a text of {len(value)} characters"
+    return "nothing" if value is None else f"a {type(value).__name__}"
+
+
 def _endpoint_problem(endpoint: Any) -> str | None:
     if not isinstance(endpoint, str) or not endpoint:
         return "cluster.controlPlane.endpoint: the control plane endpoint is required"
@@ -44,9 +55,9 @@ def _endpoint_problem(endpoint: Any) -> str | None:
         url = urlsplit(endpoint)
         _ = url.port  # raises ValueError on a malformed port
     except ValueError:
-        return f"cluster.controlPlane.endpoint: {endpoint!r} is not a valid URL"
+        return "cluster.controlPlane.endpoint: not a valid URL (a malformed port)"
     if url.scheme != "https" or not url.hostname or any(char.isspace() for char in endpoint):
-        return f"cluster.controlPlane.endpoint: must be an https:// URL with a host, got {endpoint!r}"
+        return f"cluster.controlPlane.endpoint: must be an https:// URL with a host, got {_shape(endpoint)}"
     return None
 
 
@@ -60,7 +71,7 @@ def _machine_problems(machine: dict[str, Any], cluster: dict[str, Any] | None) -
     machine_type = machine.get("type")
     if machine_type not in _MACHINE_TYPES:
         problems.append((("machine", "type"),
-            f"machine.type: unknown machine type {machine_type!r} (expected one of {', '.join(_MACHINE_TYPES)})"
+            f"machine.type: unknown machine type, {_shape(machine_type)} (expected one of {', '.join(_MACHINE_TYPES)})"
         ))
 
     if machine_type in _CONTROL_PLANE_TYPES:
@@ -100,7 +111,7 @@ def _cluster_problems(cluster: dict[str, Any]) -> list[_Problem]:
             if not isinstance(name, str) or not name.strip():
                 problems.append((here, f"{field}: inline manifest name is required"))
             elif name in seen:
-                problems.append((here, f"{field}: duplicate inline manifest name {name!r}"))
+                problems.append((here, f"{field}: duplicate inline manifest name {_shape(name)}"))
             else:
                 seen.add(name)
     return problems
@@ -120,8 +131,10 @@ def _config_problems(documents: list[dict[str, Any]], source: str) -> tuple[list
     doc = legacy[0]
 
     if doc.get("version") != "v1alpha1":
-        problems.append((("version",), f"version: must be v1alpha1, got {doc.get('version')!r}"))
-    unknown = [str(key) for key in doc if key not in _TOP_LEVEL_KEYS]
+        problems.append((("version",), f"version: must be v1alpha1, got {_shape(doc.get('version'))}"))
+    # A key is named only when it looks like a field name (a key can be built from a secret too).
+    unknown = [str(key) if re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,31}", str(key)) else "(a key)"
+               for key in doc if key not in _TOP_LEVEL_KEYS]
     if unknown:
         problems.append(((unknown[0],),
                          f"{', '.join(unknown)}: unknown top-level key (allowed: {', '.join(_TOP_LEVEL_KEYS)})"))

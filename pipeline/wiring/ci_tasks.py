@@ -10,7 +10,7 @@ from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.wiring import session as sessions
-from pipeline.wiring.action import TaskDict, action, say
+from pipeline.wiring.action import TaskDict, action, redacted, say
 
 # dodo.py imports this module on every doit run, a promotion or a no-op included: the modules
 # behind these tasks (plan, verify, hooks) are imported by their actions, only when called.
@@ -64,7 +64,10 @@ def task_plan() -> TaskDict:
         from pipeline.review.plan import render_plan
         from pipeline.state.ledger import atomic_write
 
-        text = render_plan(sessions.current().root, fmt)
+        # Through the redaction boundary, whatever plan redacted itself: against the identities and every
+        # base config this process decrypted (a node plan shows was rendered from its base, so that is
+        # known; a plan that changes nothing decrypts nothing, and neither does this).
+        text = redacted(render_plan(sessions.current().root, fmt), full=False)
         if not output:
             print(text, end="", flush=True)
             return {}

@@ -194,7 +194,9 @@ class PromotionRun(Run):
                     finally:
                         finish(root, session)
             except PipelineError as error:  # another promotion holds the lock: one line, nothing changed
-                print(str(error), file=sys.stderr, flush=True)
+                from pipeline.wiring.action import redacted  # the redaction boundary (only needed here)
+
+                print(redacted(str(error), full=False), file=sys.stderr, flush=True)  # a lock message: no values
                 return 1
             except OSError as error:  # the lock file in a read-only checkout, doit's database on a full disk
                 print(f"cannot write in this repository: {os_error_line(error, root)}", file=sys.stderr, flush=True)

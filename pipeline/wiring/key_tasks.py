@@ -123,7 +123,7 @@ def task_rotate() -> TaskDict:
 def task_drill() -> TaskDict:
     """Recovery drill: doit drill --key FILE clones HEAD, empty HOME, only that key; decrypt, re-render, compare."""
     return {
-        "actions": [action(drill_action)],
+        "actions": [action(drill_action, reveals=True)],  # its workers decrypt: a failure is redacted fully
         "params": [{"name": "key", "long": "key", "type": str, "default": "",
                     "help": "the age key file to recover with (e.g. your backup copy)"}],
         "doc": task_drill.__doc__,

@@ -26,6 +26,8 @@ from typing import Any, TextIO
 
 from doit.exceptions import BaseFail, TaskFailed, UnmetDependency
 
+from pipeline.wiring.action import redacted
+
 # A live progress bar appears once more than this many nodes are being processed.
 PROGRESS_THRESHOLD = 5
 # How many node names a summary lists before it says "+N more".
@@ -291,7 +293,7 @@ class PromotionReporter:
             (self.tally.promoted if values["rewritten"] else self.tally.unchanged).append(node)
             self._node_line(node, values)
         for line in values.get("lines", ()) or ():
-            self.write(str(line))
+            self.write(redacted(str(line), full=False))  # the action redacted them; lines from elsewhere too
         self._step_finished(task.name)
 
     def add_failure(self, task: Any, fail: BaseFail) -> None:
@@ -313,10 +315,10 @@ class PromotionReporter:
         if not fail.report:
             return
         if isinstance(fail, TaskFailed):
-            self.write(f"FAILED {label}: {one_line(fail.message)}", "bold red")
+            self.write(f"FAILED {label}: {redacted(one_line(fail.message))}", "bold red")
         else:
             self.write(f"ERROR {label} (a bug in the pipeline, please report it):", "bold red")
-            self.write(fail.get_msg().rstrip())
+            self.write(redacted(fail.get_msg().rstrip()))  # a traceback quotes values too
 
     def skip_uptodate(self, task: Any) -> None:
         """A task was up to date: counted, not printed."""
@@ -335,10 +337,10 @@ class PromotionReporter:
 
     def cleanup_error(self, exception: BaseFail) -> None:
         """A teardown action failed (e.g. purging plaintext): say so, with the detail."""
-        self.write(f"ERROR in cleanup: {one_line(exception.message)}", "bold red")
+        self.write(f"ERROR in cleanup: {redacted(one_line(exception.message))}", "bold red")
         detail = exception.get_msg().strip()
         if detail and detail != exception.message.strip():
-            self.write(detail)
+            self.write(redacted(detail))
 
     def runtime_error(self, msg: str) -> None:
         """An error from doit itself (not a task): printed before the summary."""
@@ -353,6 +355,6 @@ class PromotionReporter:
             self.close()
         finally:
             for msg in self.runtime_errors:
-                self.write(f"doit: {one_line(msg)}", "bold red")
+                self.write(f"doit: {redacted(one_line(msg))}", "bold red")
             failed = bool(self.tally.failed or self.tally.tasks_failed)
             self.write(self.tally.summary(time.monotonic() - self.started), "bold red" if failed else "bold")

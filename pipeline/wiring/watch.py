@@ -52,6 +52,7 @@ from pipeline.promote import stage as staging
 from pipeline.sops.config import SOPS_CONFIG
 from pipeline.talos.inventory import INVENTORY_FILE, PATCH_DIR, ROLES, load_inventory
 from pipeline.wiring import session as sessions
+from pipeline.wiring.action import redacted
 from pipeline.wiring.entry import PromotionRun
 
 # Only changes count: watchdog 7 also reports `opened` and `closed_no_write` for a plain read.
@@ -118,7 +119,8 @@ def _stamp() -> str:
 
 
 def _say(line: str) -> None:
-    print(line, file=sys.stdout, flush=True)
+    # The run's one redaction boundary; a failure may quote anything, so it is checked against every secret.
+    print(redacted(line, full="failed" in line), file=sys.stdout, flush=True)
 
 
 def describe(paths: Iterable[str], limit: int = 3) -> str:
