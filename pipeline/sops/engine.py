@@ -15,7 +15,7 @@ fixed 32-byte prefix) with ``mac_only_encrypted``; it is itself encrypted with t
 the RFC 3339 ``lastmodified`` as additional data. The YAML is written as go-yaml v3 writes it
 (indent 4, no line folding: go-yaml v3 leaves the width unset), which :class:`_Emitter` reproduces.
 
-Proven against sops 3.11.0 (tests/test_sops_engine.py): every file sops writes for generated
+Proven against sops 3.11.0 (tests/sops/test_engine.py): every file sops writes for generated
 documents (nested maps and lists, all scalar types, unicode, empty strings, nulls, multi-document,
 encrypted_regex / unencrypted_regex / mac_only_encrypted) is re-written byte for byte by the engine
 given the same data key, IVs and lastmodified. Known limits (EngineUnsupported unless said):

