@@ -14,6 +14,7 @@ from pipeline.errors import PipelineError
 from pipeline.layout import RENDERED_DIR, base_artefact, node_artefact, rendered_path
 from pipeline.promote import talosctl
 from pipeline.promote.intent import _base_digest, _parse_patch, _patch_texts, intent_inputs, source_digest
+from pipeline.sops import engine
 from pipeline.sops import runner as sops
 from pipeline.sops.config import SOPS_CONFIG, SopsConfig, parse_sops_config
 from pipeline.state import ledger
@@ -28,7 +29,19 @@ from pipeline.talos.validation import validate_machine_config
 def _decrypt_base_cached(root: str, artefact: str, digest: str) -> tuple[dict[str, Any], ...]:
     # Talos's own reading of YAML (yes/no stay strings), as for patches; parsed once per role,
     # not once per node (apply_patches never modifies the documents it is given).
-    return tuple(load_documents(sops.decrypt(artefact, Path(root)), artefact))
+    return tuple(load_documents(_decrypt_base_text(Path(root), artefact), artefact))
+
+
+def _decrypt_base_text(root: Path, artefact: str) -> str:
+    """A base config's plaintext (MAC checked): in process for an age + YAML file, else the sops binary."""
+    if engine.engine_enabled():
+        try:
+            return engine.decrypt_text((root / artefact).read_bytes(), engine.age_identities(), path=artefact)
+        except (engine.EngineUnsupported, PipelineError, OSError):
+            # The binary decides (and words) every case the engine cannot open: identities only sops
+            # reaches (SOPS_AGE_KEY_CMD, SSH keys), a wrong key, a tampered file, a missing one.
+            pass
+    return sops.decrypt(artefact, root)
 
 
 def base_documents(inventory: Inventory, role: str) -> list[dict[str, Any]]:

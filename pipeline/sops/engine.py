@@ -59,14 +59,18 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline.errors import PipelineError
+from pipeline.sops.identities import default_key_file
 
 __all__ = [
     "EncryptResult",
     "EngineUnsupported",
+    "age_identities",
     "decrypt",
     "decrypt_text",
     "emit_yaml",
     "encrypt_documents",
+    "engine_enabled",
+    "load_yaml",
     "options_from_creation_rule",
 ]
 
@@ -1136,6 +1140,58 @@ def _write(
     meta.update(rules.metadata())
     meta["version"] = SOPS_VERSION
     return emit_yaml([{**d, "sops": meta} for d in enc_docs] or [{"sops": meta}]).encode()
+
+
+ENGINE_SWITCH = "PROMOTE_SOPS_ENGINE"
+
+
+def engine_enabled() -> bool:
+    """Whether the in-process engine may be used: ``PROMOTE_SOPS_ENGINE=binary`` forces the sops binary."""
+    return os.environ.get(ENGINE_SWITCH, "").strip().lower() != "binary"
+
+
+def age_identities() -> list[str]:
+    """The age identity texts sops would read (``SOPS_AGE_KEY``, ``SOPS_AGE_KEY_FILE``, the default file).
+
+    Identities only sops can reach (``SOPS_AGE_KEY_CMD``, SSH keys) are not read here: with those the
+    engine cannot open a file and its caller falls back to the binary.
+    """
+    texts: list[str] = []
+    inline = os.environ.get("SOPS_AGE_KEY")
+    if inline:
+        texts.append(inline)
+    explicit = os.environ.get("SOPS_AGE_KEY_FILE")
+    paths = [os.path.expanduser(explicit)] if explicit else []
+    paths.append(str(default_key_file()))
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                texts.append(handle.read())
+        except (OSError, UnicodeDecodeError):
+            continue
+    return texts
+
+
+def load_yaml(text: str, *, path: str | None = None) -> list[dict[str, Any]]:
+    """Plain (unencrypted) YAML documents typed as go-yaml v3 (and so ``sops --encrypt``) types them.
+
+    Raises EngineUnsupported for what the engine cannot type like go-yaml (timestamps, merge keys,
+    explicit tags, non-mapping documents); a YAML syntax error is a PipelineError naming ``path``.
+    """
+    with _naming(path):
+        try:
+            nodes = list(yaml.compose_all(text, Loader=_PlainTagLoader))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            raise PipelineError("not valid YAML", line=mark.line + 1 if mark is not None else None) from None
+        documents: list[dict[str, Any]] = []
+        for node in nodes:
+            if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "!plain" and node.value == ""):
+                continue
+            if not isinstance(node, yaml.MappingNode):
+                raise EngineUnsupported("a YAML document that is not a mapping")
+            documents.append(_from_node(node, "the file"))
+        return documents
 
 
 def benchmark(rounds: int = 200) -> None:
