@@ -46,7 +46,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,6 +66,7 @@ __all__ = [
     "EngineUnsupported",
     "age_identities",
     "decrypt",
+    "decrypt_redacted",
     "decrypt_text",
     "emit_yaml",
     "encrypt_documents",
@@ -1034,6 +1035,35 @@ def decrypt(ciphertext: bytes, identities: Sequence[str], *, path: str | None = 
 def decrypt_text(ciphertext: bytes, identities: Sequence[str], *, path: str | None = None) -> str:
     """What ``sops -d`` prints for a sops YAML file (without comments)."""
     return emit_yaml(decrypt(ciphertext, identities, path=path), strict=False)
+
+
+def decrypt_redacted(
+    ciphertext: bytes, identities: Sequence[str], redact: Callable[[Any], Any], *, path: str | None = None
+) -> list[dict[str, Any]]:
+    """The documents of a sops YAML file (MAC checked) with every value the file encrypts replaced by
+    ``redact(value)``; plain values stay as they are (a review diff's view of the file)."""
+    with _naming(path):
+        sf = _load(ciphertext, "the file")
+        docs, _ = _open(sf, identities, "the file")
+    return [_redact(raw, doc, redact) for raw, doc in zip(sf.documents, docs, strict=False)]
+
+
+def _redact(raw: Any, plain: Any, redact: Callable[[Any], Any]) -> Any:
+    if isinstance(plain, dict):
+        raws = raw if isinstance(raw, dict) else {}
+        return {k: _redact(raws.get(k, _ALL), v, redact) for k, v in plain.items()}
+    if isinstance(plain, list):
+        # Encrypted comments (dropped on decryption) shift list items: then treat every item as secret.
+        raws = raw if isinstance(raw, list) and len(raw) == len(plain) else [_ALL] * len(plain)
+        return [_redact(r, v, redact) for r, v in zip(raws, plain, strict=True)]
+    if plain is None or plain == "":
+        return plain
+    if raw is _ALL or (isinstance(raw, str) and _ENC_RE.match(raw)):
+        return redact(plain)
+    return plain
+
+
+_ALL = object()  # "this whole subtree counts as encrypted"
 
 
 def _canonical(value: Any) -> Any:
