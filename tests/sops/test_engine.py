@@ -7,7 +7,9 @@
    gives back sops's bytes exactly.
 4. Minimal diff: a one-value change rewrites that ENC line, lastmodified and mac, nothing else.
 
-Hypothesis runs ``ENGINE_EXAMPLES`` examples per property (default 25; CI sets 500).
+Hypothesis runs ``ENGINE_EXAMPLES`` examples per property (default 25). The two directions of the
+proof (marked ``engine_proof``: ``pytest -m engine_proof`` runs just them) run 500 examples each when
+``CI`` is set, unless ``ENGINE_EXAMPLES`` says otherwise.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ EXAMPLES = int(os.environ.get("ENGINE_EXAMPLES", "25"))
 SETTINGS = settings(
     max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+# The differential proof, both directions: at least 500 generated examples each in CI.
+PROOF_EXAMPLES = int(os.environ.get("ENGINE_EXAMPLES") or (500 if os.environ.get("CI") else 25))
+PROOF = settings(SETTINGS, max_examples=PROOF_EXAMPLES)
 
 # (encrypted_regex, unencrypted_regex, mac_only_encrypted): the creation-rule shapes under test.
 RULES = [
@@ -162,7 +167,8 @@ def _engine_encrypt(docs: list[dict], keys: Keys, rule: tuple) -> engine.Encrypt
         reject()
 
 
-@SETTINGS
+@pytest.mark.engine_proof
+@PROOF
 @given(docs=DOCUMENTS, rule=st.sampled_from(RULES))
 def test_engine_files_decrypt_with_stock_sops(world: tuple[Path, Keys], docs: list[dict], rule: tuple) -> None:
     root, keys = world
@@ -222,7 +228,8 @@ def _reencrypt_same_key(data: bytes, identity: str) -> bytes:
     return engine._write(docs, sf.rules, cipher, age, sf.lastmodified)
 
 
-@SETTINGS
+@pytest.mark.engine_proof
+@PROOF
 @given(docs=DOCUMENTS, rule=st.sampled_from(RULES))
 def test_sops_files_decrypt_with_engine_and_layout_is_identical(
     world: tuple[Path, Keys], docs: list[dict], rule: tuple
