@@ -51,6 +51,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import pyrage
@@ -625,10 +626,13 @@ class _Rules:
             encrypted = False
         if self.encrypted_suffix:
             encrypted = any(p.endswith(self.encrypted_suffix) for p in path)
-        if self.unencrypted_regex and any(re.search(self.unencrypted_regex, p) for p in path):
-            encrypted = False
+        if self.unencrypted_regex:
+            search = _compiled(self.unencrypted_regex).search
+            if any(search(p) for p in path):
+                encrypted = False
         if self.encrypted_regex:
-            encrypted = any(re.search(self.encrypted_regex, p) for p in path)
+            search = _compiled(self.encrypted_regex).search
+            encrypted = any(search(p) for p in path)
         return encrypted
 
     def metadata(self) -> dict[str, Any]:
@@ -636,6 +640,12 @@ class _Rules:
         if self.mac_only_encrypted:
             out["mac_only_encrypted"] = True
         return out
+
+
+@lru_cache(maxsize=32)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """A rule's regex compiled once (it is matched against every key of every leaf's path)."""
+    return re.compile(pattern)
 
 
 def _rules_from_options(encrypted_regex: str | None, unencrypted_regex: str | None, mac_only: bool) -> _Rules:
