@@ -25,6 +25,7 @@ from typing import Any
 from pipeline.errors import PipelineError
 from pipeline.layout import SECRETS_ARTEFACT
 from pipeline.sops import engine
+from pipeline.sops import runner as sops
 from pipeline.state import git
 
 DRIVER = "talos-promote"
@@ -49,27 +50,42 @@ def secret_digest(key: bytes, value: Any) -> str:
     return f"(secret {hmac.new(key, data.encode(), hashlib.sha256).hexdigest()[:8]})"
 
 
-def _repository_key(root: Path, identities: list[str]) -> bytes | None:
+def _decrypt(data: bytes, root: Path) -> tuple[list[Any], list[Any]]:
+    """The file's documents as it holds them (ENC[...] values) and decrypted (MAC checked).
+
+    In process when the engine can; else (``PROMOTE_SOPS_ENGINE=binary``, identities only sops
+    reaches, options the engine does not do) with the sops binary, fed on stdin.
+    """
+    identities = engine.age_identities()
+    if engine.engine_enabled() and identities:
+        try:
+            return engine.load_yaml(data.decode("utf-8")), engine.decrypt(data, identities)
+        except (engine.EngineUnsupported, PipelineError, UnicodeDecodeError):
+            pass
+    plain = sops.run_sops(["--decrypt", "--input-type", "yaml", "--output-type", "yaml", "/dev/stdin"], root,
+                          "the file", stdin=data)
+    return engine.load_yaml(data.decode("utf-8")), engine.load_yaml(plain.decode("utf-8"))
+
+
+def _repository_key(root: Path) -> bytes | None:
     """The key from the working tree's secrets bundle: the same for every revision a diff shows."""
     try:
-        return digest_key(engine.decrypt((root / SECRETS_ARTEFACT).read_bytes(), identities))
-    except (OSError, PipelineError, engine.EngineUnsupported):
+        return digest_key(_decrypt((root / SECRETS_ARTEFACT).read_bytes(), root)[1])
+    except (OSError, PipelineError, engine.EngineUnsupported, UnicodeDecodeError):
         return None
 
 
 def textconv(data: bytes, root: Path) -> bytes:
     """What the driver prints for one version of an artefact (``data``): redacted plaintext, or ``data``."""
-    identities = engine.age_identities()
-    if not identities:
-        return data
     try:
-        plain = engine.decrypt(data, identities)
-        key = _repository_key(root, identities) or digest_key(plain)
+        raw, plain = _decrypt(data, root)
+        key = _repository_key(root) or digest_key(plain)
         if key is None:
             return data
-        documents = engine.decrypt_redacted(data, identities, lambda value: secret_digest(key, value))
+        raw = [{k: v for k, v in doc.items() if k != "sops"} for doc in raw]
+        documents = engine.redact_documents(raw, plain, lambda value: secret_digest(key, value))
         return engine.emit_yaml(documents, strict=False).encode()
-    except (PipelineError, engine.EngineUnsupported, ValueError):
+    except (PipelineError, engine.EngineUnsupported, UnicodeDecodeError, ValueError):
         return data
 
 

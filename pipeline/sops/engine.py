@@ -74,6 +74,7 @@ __all__ = [
     "engine_enabled",
     "load_yaml",
     "options_from_creation_rule",
+    "redact_documents",
 ]
 
 SOPS_VERSION = "3.11.0"
@@ -1055,7 +1056,13 @@ def decrypt_redacted(
     with _naming(path):
         sf = _load(ciphertext, "the file")
         docs, _ = _open(sf, identities, "the file")
-    return [_redact(raw, doc, redact) for raw, doc in zip(sf.documents, docs, strict=False)]
+    return redact_documents(sf.documents, docs, redact)
+
+
+def redact_documents(raw: list[Any], plain: list[Any], redact: Callable[[Any], Any]) -> list[Any]:
+    """``plain`` (decrypted documents) with every value that is ``ENC[...]`` in ``raw`` (the same
+    documents as the file holds them) replaced by ``redact(value)``."""
+    return [_redact(r, doc, redact) for r, doc in zip(raw, plain, strict=False)]
 
 
 def _redact(raw: Any, plain: Any, redact: Callable[[Any], Any]) -> Any:
