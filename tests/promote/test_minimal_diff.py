@@ -143,3 +143,26 @@ def test_a_key_change_reencrypts_and_says_why(promoted: Repo) -> None:
     out = _promote(repo)
     assert "(data key kept: only changed values)" in out
     assert repo.git("diff", "--cached", "--no-textconv", "--numstat", "--", ARTEFACT).split("\t")[:2] == ["3", "3"]
+
+
+def test_what_the_engine_cannot_do_goes_to_sops_and_the_run_says_so_once(promoted: Repo) -> None:
+    """A `.sops.yaml` option the engine does not write (stores:) sends every node to the binary, said once."""
+    repo = promoted
+    config = repo.path / ".sops.yaml"
+    owned = "".join(line for line in config.read_text().splitlines(keepends=True) if not line.startswith("#"))
+    config.write_text(owned + "stores:\n  yaml:\n    indent: 4\n")
+    _edit_patch_file(repo, "patches/resolvers.yaml", "9.9.9.9", "9.9.9.10")
+    out = repo.doit(check=True).stdout
+    notes = [line for line in out.splitlines() if line.startswith("sops engine: falling back to the sops binary")]
+    assert len(notes) == 1 and "stores" in notes[0], out
+    assert sorted(run.split()[0] for run in repo.sops_runs() if not run.startswith("--decrypt")) == ["edit"] * 6
+    # sops edit kept each data key: one changed line per artefact, plus lastmodified and mac.
+    numstat = repo.git("diff", "--cached", "--no-textconv", "--numstat", "--", "encrypted/").splitlines()
+    counts = {line.split("\t")[2]: line.split("\t")[:2] for line in numstat}
+    assert all(counts[name] == ["3", "3"] for name in counts if name.endswith(".encrypted.yaml")), counts
+
+
+def _edit_patch_file(repo: Repo, name: str, old: str, new: str) -> None:
+    path = repo.path / name
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new, 1))
