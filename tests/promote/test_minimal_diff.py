@@ -166,3 +166,14 @@ def _edit_patch_file(repo: Repo, name: str, old: str, new: str) -> None:
     path = repo.path / name
     assert old in path.read_text()
     path.write_text(path.read_text().replace(old, new, 1))
+
+
+def test_verify_still_decrypts_every_artefact_with_the_sops_binary(promoted: Repo) -> None:
+    """The engine writes; `doit verify` checks with the real binary, an independent reader (issue 20)."""
+    repo = promoted
+    _edit_patch(repo, "hostname: {{ node.name }}", "hostname: {{ node.name }}-v")
+    repo.doit(check=True)
+    assert repo.sops_runs() == [] or repo.env.get("PROMOTE_SOPS_ENGINE") == "binary"
+    repo.doit("verify", check=True)
+    decrypts = [run for run in repo.sops_runs() if run.startswith("--decrypt")]
+    assert len(decrypts) >= 6  # every node artefact, through stock sops
