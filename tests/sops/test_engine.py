@@ -42,6 +42,8 @@ SETTINGS = settings(
 # The differential proof, both directions: at least 500 generated examples each in CI.
 PROOF_EXAMPLES = int(os.environ.get("ENGINE_EXAMPLES") or (500 if os.environ.get("CI") else 25))
 PROOF = settings(SETTINGS, max_examples=PROOF_EXAMPLES)
+# A sops run takes 15-40 ms; the limit only catches a hung process (a loaded CI machine can be slow).
+SOPS_TIMEOUT = 300
 
 # (encrypted_regex, unencrypted_regex, mac_only_encrypted): the creation-rule shapes under test.
 RULES = [
@@ -68,7 +70,7 @@ def _make_keys(tmp: Path, name: str) -> Keys:
 
 def _sops(args: list[str], cwd: Path, keys: Keys, **kw: Any) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), "SOPS_AGE_KEY_FILE": str(keys.key_file)}
-    return subprocess.run([SOPS, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=30, **kw)
+    return subprocess.run([SOPS, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=SOPS_TIMEOUT, **kw)
 
 
 def _rule_dir(root: Path, keys: Keys, rule: tuple[str | None, str | None, bool], recipients: str = "") -> Path:
@@ -470,7 +472,7 @@ def test_reuse_writes_what_sops_edit_writes(world: tuple[Path, Keys]) -> None:
     (d / "new.yaml").write_text(engine.emit_yaml(changed))
     env_editor = {"EDITOR": f"cp {d / 'new.yaml'}", "TMPDIR": str(d)}
     edit = subprocess.run(
-        [SOPS, "edit", "e.yaml"], cwd=d, capture_output=True, text=True, timeout=30,
+        [SOPS, "edit", "e.yaml"], cwd=d, capture_output=True, text=True, timeout=SOPS_TIMEOUT,
         env={"PATH": os.environ.get("PATH", ""), "HOME": str(d), "SOPS_AGE_KEY_FILE": str(keys.key_file), **env_editor},
     )
     assert edit.returncode == 0, edit.stderr
