@@ -148,6 +148,7 @@ def test_a_key_change_reencrypts_and_says_why(promoted: Repo) -> None:
 def test_what_the_engine_cannot_do_goes_to_sops_and_the_run_says_so_once(promoted: Repo) -> None:
     """A `.sops.yaml` option the engine does not write (stores:) sends every node to the binary, said once."""
     repo = promoted
+    repo.env.pop("PROMOTE_SOPS_ENGINE", None)  # the engine on (with the binary forced there is nothing to fall from)
     config = repo.path / ".sops.yaml"
     owned = "".join(line for line in config.read_text().splitlines(keepends=True) if not line.startswith("#"))
     config.write_text(owned + "stores:\n  yaml:\n    indent: 4\n")
