@@ -21,10 +21,12 @@ EXCLUDED_PREFIXES = (".doit.db", ".promote.lock", ".promote-ledger.lock")
 
 def clean_env(home: Path, sops_log: Path) -> dict[str, str]:
     """The environment of a user with an empty HOME (so a fresh age key), logging sops runs."""
+    # PROMOTE_SOPS_ENGINE passes (PROMOTE_SOPS_ENGINE=binary measures the sops binary alone).
     # PYTHONDONTWRITEBYTECODE too: a user's installed pipeline has its bytecode cached; without it
     # every run would compile the pipeline's modules from source (~70 ms here).
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("SOPS_", "PROMOTE_", "GIT_", "XDG_")) and key != "PYTHONDONTWRITEBYTECODE"}
+           if (not key.startswith(("SOPS_", "PROMOTE_", "GIT_", "XDG_")) or key == "PROMOTE_SOPS_ENGINE")
+           and key != "PYTHONDONTWRITEBYTECODE"}
     env.update(HOME=str(home), PROMOTE_SOPS_LOG=str(sops_log), CI="true",
                GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@example.invalid",
                GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@example.invalid")
@@ -99,6 +101,8 @@ class Run:
     sops_decrypt: int = 0
     sops_other: int = 0
     files: FileChanges = field(default_factory=FileChanges)
+    # git diff --numstat of the changed node's artefact (one_node only): lines in, lines out.
+    artefact_lines: tuple[int, int] | None = None
     stdout: str = ""
     stderr: str = ""
 
@@ -114,7 +118,19 @@ class Run:
             "files_written": len(self.files.written),
             "files_removed": len(self.files.removed),
             "artefacts_changed": len(self.files.artefacts_changed),
+            "sops_processes": self.sops_encrypt + self.sops_decrypt + self.sops_other,
+            "artefact_lines": list(self.artefact_lines) if self.artefact_lines else None,
         }
+
+
+def artefact_numstat(repo: Path, env: dict[str, str], node: str) -> tuple[int, int] | None:
+    """Lines added and deleted in ``node``'s artefact since the last commit (git diff --numstat)."""
+    out = git(repo, env, "diff", "HEAD", "--no-textconv", "--numstat", "--", "encrypted/")
+    for line in out.splitlines():
+        added, deleted, path = line.split("\t", 2)
+        if path.endswith(f"-{node}.encrypted.yaml") and added != "-":
+            return int(added), int(deleted)
+    return None
 
 
 def run(argv: list[str], cwd: Path, env: dict[str, str], track: Path | None = None) -> Run:

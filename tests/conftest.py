@@ -19,8 +19,9 @@ EXAMPLE_FILES = ("dodo.py", "pyproject.toml", "cluster.yaml", "patches", ".gitig
 
 
 def _clean_env(home: Path, log: Path) -> dict[str, str]:
+    # PROMOTE_SOPS_ENGINE passes through: the suite runs with the engine and with the binary alone.
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("SOPS_", "PROMOTE_", "GIT_", "XDG_"))}
+           if not key.startswith(("SOPS_", "PROMOTE_", "GIT_", "XDG_")) or key == "PROMOTE_SOPS_ENGINE"}
     env.update(HOME=str(home), PROMOTE_SOPS_LOG=str(log), CI="true",
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid",
                GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.invalid")

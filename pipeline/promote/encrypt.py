@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 from pipeline.errors import PipelineError
-from pipeline.layout import node_artefact, rendered_path
+from pipeline.layout import RENDERED_DIR, node_artefact, rendered_path
 from pipeline.promote.intent import describe_trigger
 from pipeline.promote.render import _in_worker_process, _rendered_facts, _rule_shape, _sops_config, render
-from pipeline.sops import metadata
+from pipeline.sops import engine, metadata
 from pipeline.sops import runner as sops
+from pipeline.sops.config import CreationRule
 from pipeline.state import ledger
 from pipeline.state.integrity import verify_ciphertext
 from pipeline.state.journal import journal_entry, journaled_entry
 from pipeline.state.ledger import LEDGER_FILE, Ledger, file_identity, sha256_file
 from pipeline.talos.inventory import Inventory, Node
 from pipeline.talos.yaml import load_documents
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the sops metadata only: keys and regexes
 
 
 @dataclass(frozen=True)
@@ -27,32 +35,115 @@ class EncryptOutcome:
     node: str
     rewritten: bool
     trigger: str
+    case: str = ""  # how the artefact got its data key (see Written); "" when it was kept
+    fallback: str = ""  # why the sops binary wrote it instead of the engine ("" when it did not)
 
 
 
 
+@dataclass(frozen=True)
+class Written:
+    """What :func:`write_artefact` produced: the new bytes (None: the previous file already holds
+    these documents), the case (``reused``, ``new artefact``, ``unknown artefact``, ``recipients
+    changed``, ``rule changed``, ``previous unreadable``) and, when the binary wrote it, why."""
+
+    data: bytes | None
+    case: str
+    fallback: str = ""
 
 
+_RULE_KEYS = ("encrypted_regex", "unencrypted_regex", "encrypted_suffix", "unencrypted_suffix", "mac_only_encrypted")
 
 
+def _engine_options(root: Path, rule: CreationRule) -> dict[str, Any]:
+    """The engine's options for ``rule``; EngineUnsupported for whatever needs the binary."""
+    config = _sops_config(root)
+    if config is not None and _has_stores(config.text):
+        raise engine.EngineUnsupported(".sops.yaml sets stores: (a YAML indent the engine does not write)")
+    return engine.options_from_creation_rule(rule.raw)
 
 
+@lru_cache(maxsize=4)
+def _has_stores(text: str) -> bool:
+    data = yaml.load(text, Loader=_LOADER)
+    return isinstance(data, dict) and bool(data.get("stores"))
+
+
+def _binary_case(previous: bytes, rule: CreationRule) -> str:
+    """Whether the sops binary may keep ``previous``'s data key for ``rule`` (the engine's own test, keyless)."""
+    text = previous.decode(errors="replace")
+    if not _same_recipients(text, rule.recipients):
+        return "recipients changed"
+    try:
+        meta = yaml.load(text, Loader=_LOADER).get("sops") or {}
+    except (yaml.YAMLError, AttributeError):
+        return "previous unreadable"
+    had = {key: meta.get(key) for key in _RULE_KEYS if meta.get(key)}
+    wanted = {key: rule.raw.get(key) for key in _RULE_KEYS if rule.raw.get(key)}
+    # sops writes its default suffix into files made without any regex or suffix.
+    if not any(key in wanted for key in _RULE_KEYS[:4]):
+        wanted["unencrypted_suffix"] = "_unencrypted"
+    return "reused" if had == wanted else "rule changed"
+
+
+def _edit_with_binary(root: Path, artefact: str, plain: Path, previous: bytes) -> bytes:
+    """``sops edit`` a copy of the artefact to the rendered documents; its temporary plaintext stays in rendered/."""
+    scratch = root / RENDERED_DIR / f".sops-edit.{os.getpid()}.{Path(artefact).stem}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(mode=0o700, parents=False)
+    try:
+        os.chmod(scratch, 0o700)
+        copy = scratch / Path(artefact).name
+        copy.write_bytes(previous)
+        (scratch / "tmp").mkdir(mode=0o700)
+        sops.edit_in_place(copy, plain.resolve(), scratch / "tmp", root, artefact)
+        return copy.read_bytes()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write_artefact(root: Path, artefact: str, plain: Path, rule: CreationRule, previous: bytes | None,
+                   case: str = "") -> Written:
+    """The new bytes of ``artefact`` for the rendered file ``plain``.
+
+    With ``previous`` (an artefact the ledger knows) its data key and each unchanged value's IV are
+    kept, so only changed values, ``lastmodified`` and ``mac`` change. ``case`` forces a fresh
+    key and names why (``new artefact``, ``unknown artefact``). The in-process engine writes age +
+    YAML rules; anything else, or ``PROMOTE_SOPS_ENGINE=binary``, goes through the sops binary
+    (``sops edit`` to keep the key, ``sops --encrypt`` for a fresh one).
+    """
+    fallback = ""
+    if engine.engine_enabled():
+        try:
+            options = _engine_options(root, rule)
+            documents = engine.load_yaml(plain.read_text(encoding="utf-8"), path=str(plain.relative_to(root)))
+            result = engine.encrypt_documents(documents, **options, previous=previous,
+                                              identities=engine.age_identities(), path=artefact)
+        except engine.EngineUnsupported as why:
+            fallback = str(why)
+        else:
+            if result.reason == "unchanged":
+                return Written(None, "reused")
+            return Written(result.data, case or result.reason)
+    if previous is not None and not case:
+        case = _binary_case(previous, rule)
+        if case == "reused":
+            return Written(_edit_with_binary(root, artefact, plain, previous), case, fallback)
+    return Written(sops.encrypt(plain, artefact, root), case or "new artefact", fallback)
+
+
+def decrypt_documents(root: Path, artefact: str, ciphertext: bytes) -> list[Any]:
+    """An artefact's documents (MAC checked), typed as go-yaml types them: in process when the engine can."""
+    if engine.engine_enabled():
+        try:
+            return engine.decrypt(ciphertext, engine.age_identities(), path=artefact)
+        except (engine.EngineUnsupported, PipelineError):
+            pass  # the binary decides and words what the engine cannot open (wrong key, tampering, ...)
+    return engine.load_yaml(sops.decrypt(artefact, root), path=artefact)
 
 
 def _same_recipients(text: str, wanted: tuple[str, ...]) -> bool:
     return metadata.artefact_recipients(text) == tuple(sorted(wanted))
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def _record_entry(inventory: Inventory, node: Node, entry: dict[str, Any], defer: bool) -> None:
@@ -136,17 +227,29 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
             # An artefact the ledger does not know (hand-made, checked out, rotated): only a
             # decrypt can tell whether it already holds these documents.
             try:
-                old = [doc for doc in load_documents(sops.decrypt(artefact, root), artefact)
-                       if doc is not None]
+                old = decrypt_documents(root, artefact, current_text.encode())
+                new = engine.load_yaml(plain.read_text(encoding="utf-8"), path=rendered_path(inventory, node))
                 # Kept artefacts are recorded in the ledger, and the promotion's guard trusts what
                 # the ledger records: judge this one now, as if sops had just written it.
-                unchanged = old == documents() and not metadata.scan_artefact(current_text, artefact)
-            except PipelineError:
+                unchanged = old == new and not metadata.scan_artefact(current_text, artefact)
+            except (PipelineError, engine.EngineUnsupported):
                 unchanged = False
 
     trigger = describe_trigger(entry, inputs, artefact_known)
+    case = fallback = ""
     if not unchanged:
-        ciphertext = sops.encrypt(plain, artefact, root)
+        if current_sha is None:
+            written = write_artefact(root, artefact, plain, rule, None, "new artefact")
+        elif not artefact_known:
+            written = write_artefact(root, artefact, plain, rule, None, "unknown artefact")
+        else:
+            written = write_artefact(root, artefact, plain, rule, current_text.encode())
+        case, fallback = written.case, written.fallback
+        if written.data is None:  # the same documents after all (e.g. only the rule's shape moved)
+            unchanged = True
+    if not unchanged:
+        ciphertext = written.data
+        assert ciphertext is not None
         findings = metadata.scan_artefact(ciphertext.decode(errors="replace"), artefact)
         if findings:
             raise PipelineError(f"sops output failed the guard, artefact left as it was: {findings[0]}",
@@ -164,12 +267,7 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
         "artefact_sha256": current_sha,
         "rendered": digest,
     }, defer_ledger)
-    return EncryptOutcome(node.name, rewritten=not unchanged, trigger=trigger)
-
-
-
-
-
-
+    return EncryptOutcome(node.name, rewritten=not unchanged, trigger=trigger,
+                          case=case if not unchanged else "", fallback=fallback)
 
 

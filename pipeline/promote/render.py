@@ -24,6 +24,7 @@ from pipeline.promote.intent import (
     source_digest,
 )
 from pipeline.redact import SecretSet, contains_secret, is_sensitive_path
+from pipeline.sops import engine
 from pipeline.sops import runner as sops
 from pipeline.sops.config import SOPS_CONFIG, SopsConfig, parse_sops_config
 from pipeline.state import ledger
@@ -39,7 +40,7 @@ from pipeline.talos.validation import check_node_config, check_patches
 def _decrypt_base_cached(root: str, artefact: str, digest: str) -> tuple[dict[str, Any], ...]:
     # Talos's own reading of YAML (yes/no stay strings), as for patches; parsed once per role,
     # not once per node (apply_patches never modifies the documents it is given).
-    documents = tuple(load_documents(sops.decrypt(artefact, Path(root)), artefact))
+    documents = tuple(load_documents(_decrypt_base_text(Path(root), artefact), artefact))
     _SECRETS_SEEN[(root, artefact)] = (digest, _sensitive_values(documents))
     return documents
 
@@ -77,6 +78,18 @@ def secrets_seen(root: Path) -> SecretSet:
 def sensitive_values(documents: list[Any]) -> SecretSet:
     """The secret values of parsed machine-config (or bundle) documents: their sensitive fields."""
     return _sensitive_values(documents)
+
+
+def _decrypt_base_text(root: Path, artefact: str) -> str:
+    """A base config's plaintext (MAC checked): in process for an age + YAML file, else the sops binary."""
+    if engine.engine_enabled():
+        try:
+            return engine.decrypt_text((root / artefact).read_bytes(), engine.age_identities(), path=artefact)
+        except (engine.EngineUnsupported, PipelineError, OSError):
+            # The binary decides (and words) every case the engine cannot open: identities only sops
+            # reaches (SOPS_AGE_KEY_CMD, SSH keys), a wrong key, a tampered file, a missing one.
+            pass
+    return sops.decrypt(artefact, root)
 
 
 def base_documents(inventory: Inventory, role: str) -> list[dict[str, Any]]:

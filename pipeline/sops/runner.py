@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -169,3 +170,24 @@ def updatekeys(artefact: str, root: Path) -> None:
 def rotate(artefact: str, root: Path) -> bytes:
     """A new data key for ``artefact`` (sops --rotate); returns the new ciphertext, file untouched."""
     return run_sops(["--rotate", "--input-type", "yaml", "--output-type", "yaml", artefact], root, artefact)
+
+
+def edit_in_place(copy: Path, plaintext: Path, tmpdir: Path, root: Path, subject: str) -> None:
+    """``sops edit`` of ``copy`` (an artefact's copy) to ``plaintext``'s documents, keeping its data key.
+
+    The editor is a copy command, so sops re-encrypts only values that changed (each unchanged value
+    keeps its IV): a value-level minimal diff. ``tmpdir`` receives sops's temporary plaintext (a
+    0700 folder under rendered/ that the caller purges).
+    """
+    env = {**CHILD_ENV, **os.environ, "EDITOR": f"cp -- {shlex.quote(str(plaintext))}", "TMPDIR": str(tmpdir)}
+    env.pop("VISUAL", None)
+    env.pop("SOPS_EDITOR", None)
+    argv = [sops_binary(), "edit", "--input-type", "yaml", "--output-type", "yaml", str(copy)]
+    _log_run(argv)
+    try:
+        result = subprocess.run(argv, cwd=root, capture_output=True, stdin=subprocess.DEVNULL, check=False, env=env)
+    except FileNotFoundError:
+        raise PipelineError(f"sops binary not found at {argv[0]}") from None
+    # 200: sops found the file unchanged (the caller only edits when the documents differ).
+    if result.returncode not in (0, 200):
+        raise _explain(result.returncode, result.stderr.decode(errors="replace"), subject)

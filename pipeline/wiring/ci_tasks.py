@@ -87,17 +87,25 @@ def task_plan() -> TaskDict:
 
 
 def task_hooks() -> TaskDict:
-    """Install the git pre-commit hook running the keyless guard (--force replaces a foreign hook)."""
+    """Install the git pre-commit guard (--force replaces a foreign hook; --diff adds the readable-diff driver)."""
 
-    def run(force: bool) -> dict[str, Any]:
+    def run(force: bool, diff: bool) -> dict[str, Any]:
         from pipeline.guard import hooks
 
-        return {"lines": [hooks.install(sessions.current().root, force=force)]}
+        lines = [hooks.install(sessions.current().root, force=force)]
+        if diff:
+            from pipeline.review import textconv
+
+            lines.append(textconv.install(sessions.current().root))
+        return {"lines": lines}
 
     return {
         "actions": [action(run)],
         "params": [{"name": "force", "long": "force", "type": bool, "default": False,
-                    "help": "replace an existing pre-commit hook that is not ours (kept as pre-commit.orig)"}],
+                    "help": "replace an existing pre-commit hook that is not ours (kept as pre-commit.orig)"},
+                   {"name": "diff", "long": "diff", "type": bool, "default": False,
+                    "help": "also set up the git diff driver: artefacts diff as decrypted documents, "
+                            "secrets as keyed digests"}],
         "doc": task_hooks.__doc__,
         "verbosity": 2,
     }

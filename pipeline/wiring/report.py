@@ -141,6 +141,17 @@ class Tally:
         return " · ".join(parts)
 
 
+# The node line's "which case it was" for a rewritten artefact (pipeline/promote/encrypt.py CASES).
+_WRITE_CASES = {
+    "reused": "data key kept: only changed values",
+    "new artefact": "fresh data key: new artefact",
+    "unknown artefact": "fresh data key: artefact unknown to the ledger",
+    "recipients changed": "fresh data key: recipients changed",
+    "rule changed": "fresh data key: creation rule changed",
+    "previous unreadable": "fresh data key: previous artefact unreadable here",
+}
+
+
 class PromotionReporter:
     """A doit reporter that speaks in nodes, not tasks (see the module docstring)."""
 
@@ -183,9 +194,17 @@ class PromotionReporter:
     def _node_line(self, node: str, values: dict[str, Any]) -> None:
         trigger = values.get("trigger") or "changed"
         if values.get("rewritten"):
-            self.write(f"{node}: {trigger} -> artefact rewritten", "green")
+            case = _WRITE_CASES.get(str(values.get("case") or ""), "")
+            self.write(f"{node}: {trigger} -> artefact rewritten{f' ({case})' if case else ''}", "green")
         else:
             self.write(f"{node}: {trigger} -> same documents, artefact kept", "cyan")
+        self._fallback_note(str(values.get("fallback") or ""))
+
+    def _fallback_note(self, why: str) -> None:
+        """Say once per run that the sops binary wrote artefacts the in-process engine cannot."""
+        if why and not getattr(self, "_fallback_said", False):
+            self._fallback_said = True
+            self.write(f"sops engine: falling back to the sops binary ({why[:160]})", "yellow")
 
     # --- progress bar ---------------------------------------------------------------------
 

@@ -157,7 +157,8 @@ def task_encrypt() -> Iterator[TaskDict]:
         def run(node: Any = node) -> dict[str, Any]:
             # One ledger write per run, not per node (see state/journal.py).
             outcome = encrypting.encrypt(inventory, node, defer_ledger=True)
-            return {"rewritten": outcome.rewritten, "trigger": outcome.trigger}
+            return {"rewritten": outcome.rewritten, "trigger": outcome.trigger, "case": outcome.case,
+                    "fallback": outcome.fallback}
 
         yield {
             "name": node.name,

@@ -175,7 +175,7 @@ def test_one_node_change_is_one_line_naming_the_patch(promoted: Repo) -> None:
     result = promoted.doit()
     assert result.returncode == 0, result.stderr
     out = lines(result.stdout + result.stderr)
-    assert out[0] == "cp1: patches/cp1.yaml changed -> artefact rewritten"
+    assert out[0] == "cp1: patches/cp1.yaml changed -> artefact rewritten (data key kept: only changed values)"
     assert out[1].startswith("promoted 1 of 6 nodes (cp1) · 5 up to date · ")
     assert len(out) == 2, out
 
@@ -214,7 +214,8 @@ def test_parallel_run_reports_each_node_with_its_trigger(promoted: Repo) -> None
     out = lines(result.stdout)
     nodes = sorted(line.split(":", 1)[0] for line in out[:-1])
     assert nodes == ["cp1", "cp2", "cp3", "w1", "w2", "w3"], out
-    assert all(line.endswith(": patches/resolvers.yaml changed -> artefact rewritten") for line in out[:-1])
+    kept_key = ": patches/resolvers.yaml changed -> artefact rewritten (data key kept: only changed values)"
+    assert all(line.endswith(kept_key) for line in out[:-1])
     runs = len(promoted.sops_runs())
     assert out[-1].startswith("promoted 6 of 6 nodes (cp1, cp2, cp3, w1, w2, w3) · 0 up to date · ")
     assert f"· {runs} sops runs ·" in out[-1]  # counted in the worker processes, reported by the parent
@@ -302,7 +303,7 @@ def test_reports_do_not_leak_between_runs_in_one_process(promoted: Repo, monkeyp
 
     edit(promoted, "patches/cp2.yaml", "hostname: {{ node.name }}", "hostname: {{ node.name }}-b")
     second = run()
-    assert second[0] == "cp2: patches/cp2.yaml changed -> artefact rewritten"
+    assert second[0] == "cp2: patches/cp2.yaml changed -> artefact rewritten (data key kept: only changed values)"
     assert second[1].startswith("promoted 1 of 6 nodes (cp2) · 5 up to date · ")
     assert len(second) == 2
 
@@ -348,7 +349,8 @@ def test_200_node_cluster_noop_is_at_most_three_lines(tmp_path: Path) -> None:
     summary = lines(first.stdout)[-1]
     assert summary.startswith("promoted 200 of 200 nodes (cp1, cp2, cp3, w001, "), summary
     assert "+192 more" in summary
-    assert len([line for line in lines(first.stdout) if line.endswith(": new -> artefact rewritten")]) == 200
+    new_line = ": new -> artefact rewritten (fresh data key: new artefact)"
+    assert len([line for line in lines(first.stdout) if line.endswith(new_line)]) == 200
 
     noop = repo.doit()
     assert noop.returncode == 0, noop.stderr
