@@ -22,7 +22,7 @@ import jsonpointer
 import yaml
 
 from pipeline.errors import PipelineError
-from pipeline.talos.yamlsource import check_node_tree
+from pipeline.talos.yamlsource import check_node_tree, may_need_check
 
 __all__ = ["Patch", "PatchError", "apply_patches", "load_documents", "load_patch"]
 
@@ -112,10 +112,12 @@ class _ParsedDoc:
 def _parse_yaml(text: str, source: str, error: type[PipelineError]) -> list[_ParsedDoc]:
     loader = _Loader(text)
     docs: list[_ParsedDoc] = []
+    guarded = may_need_check(text)
     try:
         while loader.check_node():
             node = loader.get_node()
-            check_node_tree(node, source, error)
+            if guarded:
+                check_node_tree(node, source, error)
             docs.append(_ParsedDoc(loader.construct_document(node), node.start_mark.line + 1, node))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

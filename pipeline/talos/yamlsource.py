@@ -28,6 +28,12 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
+def may_need_check(text: str) -> bool:
+    """Whether YAML ``text`` can hold an alias (`*name`) or an explicit tag (`!`): without either
+    there is nothing for :func:`check_node_tree` to find, and the walk is skipped."""
+    return "*" in text or "!" in text
+
+
 def check_node_tree(root: yaml.Node | None, source: str | Path, error: type[PipelineError] = PipelineError,
                     limit: int = MAX_EXPANDED_NODES) -> None:
     """Refuse, before anything is constructed: alias expansion past ``limit`` nodes, recursive aliases,
@@ -119,7 +125,8 @@ def load_yaml_with_lines(text: str, source: str | Path) -> tuple[Any, LineMap]:
     try:
         # One parse: compose the node tree (it carries the line marks), then construct from it.
         node = yaml.compose(text, Loader=_BASE_LOADER)
-        check_node_tree(node, source)
+        if may_need_check(text):
+            check_node_tree(node, source)
         loader = _StrictLoader("")
         try:
             data = loader.construct_document(node) if node is not None else None
