@@ -529,3 +529,7 @@ def test_a_full_disk_never_truncates_an_artefact(small_disk: Repo, leave: int) -
     # And every artefact holds the whole config its intent renders (none was encrypted from a cut plaintext).
     verify = repo.doit("verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_keygen_into_an_impossible_place_is_one_line(promoted: Repo) -> None:
+    one_line_failure(promoted.doit("keygen", "--out", "/proc/x"), "/proc/x")
