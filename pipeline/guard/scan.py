@@ -513,8 +513,12 @@ def scan_current(root: Path, inventory: Inventory | None = None, files: list[str
     except PipelineError as error:
         return [str(error)]
     findings = []
+    lost = bootstrap.lost_bundle(root)
     for path in bootstrap.missing(inventory):
         state = "generated from other cluster settings" if (root / path).is_file() else "missing"
+        if path == SECRETS_ARTEFACT and lost is not None:
+            findings.append(f"{path}: {lost}")  # never "run doit": a new bundle is a new cluster
+            continue
         findings.append(f"{path}: {state}: run doit (bootstrap makes it)")
     if sops_config.sops_config_outdated(inventory):
         findings.append(".sops.yaml: generated from cluster.yaml's recipients:, which changed since: run doit rekey")

@@ -204,8 +204,8 @@ def check_schema(data: dict[str, Any], source: str = LEDGER_FILE) -> None:
     for index, item in enumerate(rotations):
         if not isinstance(item, dict):
             raise fail(f"rotations[{index}]", "an object", item)
-        number = item.get("rotation")
-        if not isinstance(number, int) or isinstance(number, bool):
+        number = item.get("rotation")  # absent in a bundle's hand-recorded entry
+        if "rotation" in item and (not isinstance(number, int) or isinstance(number, bool)):
             raise fail(f"rotations[{index}].rotation", "a number", number)
         if "artefact" in item and not (is_artefact_path(item["artefact"]) or is_sealed_patch_path(item["artefact"])):
             raise PipelineError(f"malformed ledger: rotations[{index}].artefact must be an artefact under "

@@ -150,6 +150,12 @@ def test_deleting_encrypted_never_mints_a_new_cluster(promoted: Repo) -> None:
     assert not (promoted.path / "encrypted").exists()  # nothing made
     assert promoted.git("status", "--porcelain") == status  # nothing staged
     assert promoted.sops_runs() == []
+    # `doit check` fails, and gives the same way back (not "run doit").
+    check = promoted.doit("check")
+    assert check.returncode == 1
+    bundle_lines = [line for line in (check.stdout + check.stderr).splitlines()
+                    if line.startswith("encrypted/secrets.encrypted.yaml")]
+    assert len(bundle_lines) == 1 and "git checkout HEAD -- encrypted/secrets.encrypted.yaml" in bundle_lines[0]
     # The printed command brings the identity back; the bases and nodes follow from it.
     promoted.git("checkout", "HEAD", "--", "encrypted/secrets.encrypted.yaml")
     assert promoted.doit().returncode == 0
@@ -523,3 +529,7 @@ def test_a_full_disk_never_truncates_an_artefact(small_disk: Repo, leave: int) -
     # And every artefact holds the whole config its intent renders (none was encrypted from a cut plaintext).
     verify = repo.doit("verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_keygen_into_an_impossible_place_is_one_line(promoted: Repo) -> None:
+    one_line_failure(promoted.doit("keygen", "--out", "/proc/x"), "/proc/x")

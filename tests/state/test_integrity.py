@@ -57,6 +57,7 @@ def test_a_well_formed_ledger_parses() -> None:
     ({"rotations": 5}, "rotations must be a list"),
     ({"rotations": ["x"]}, "rotations[0] must be an object"),
     ({"rotations": [{"rotation": "1"}]}, "rotations[0].rotation must be a number"),
+    ({"rotations": [{"artefact": "encrypted/secrets.encrypted.yaml", "from": 1}]}, "rotations[0].from"),
     ({"rotations": [{"rotation": 1, "artefact": "encrypted/../x.encrypted.yaml"}]}, "rotations[0].artefact"),
 ])
 def test_a_malformed_ledger_names_the_field(changes: dict[str, object], field: str) -> None:
