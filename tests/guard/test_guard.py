@@ -264,20 +264,12 @@ def test_a_real_merge_conflict(promoted: Repo) -> None:
 
 def test_regenerated_secrets_bundle_is_refused(promoted: Repo) -> None:
     (promoted.path / "encrypted" / "secrets.encrypted.yaml").unlink()
-<<<<<<< HEAD
     # Bootstrap no longer makes a brand-new bundle where git history holds one: it names the restore.
     result = promoted.doit("bootstrap")
     assert result.returncode == 1
     assert "git checkout HEAD -- encrypted/secrets.encrypted.yaml" in result.stdout + result.stderr
     assert not (promoted.path / "encrypted" / "secrets.encrypted.yaml").exists()
     line = failing(promoted, "encrypted/secrets.encrypted.yaml", "missing")
-=======
-    # The accident: a brand-new bundle the ledger does not record (bootstrap alone refuses to make
-    # one now; --new-cluster records it, so the ledger is put back as it was).
-    promoted.doit("bootstrap", "--new-cluster", check=True)
-    promoted.git("checkout", "HEAD", "--", "encrypted/ledger.json")
-    line = failing(promoted, "encrypted/secrets.encrypted.yaml", "no deliberate rotation")
->>>>>>> i-rel
     assert "git checkout" in line
 
 
@@ -384,3 +376,13 @@ def test_check_on_a_200_node_repo_is_fast(promoted: Repo) -> None:
 @pytest.mark.parametrize("worktree", [True, False])
 def test_guard_function_is_quiet_on_a_clean_repo(promoted: Repo, worktree: bool) -> None:
     assert guard.check(promoted.path, stale=True, worktree=worktree) == []
+
+
+def test_an_unrecorded_new_bundle_is_refused_by_check(promoted: Repo) -> None:
+    (promoted.path / "encrypted" / "secrets.encrypted.yaml").unlink()
+    # The accident: a brand-new bundle the ledger does not record (bootstrap alone refuses to make
+    # one now; --new-cluster records it, so the ledger is put back as it was).
+    promoted.doit("bootstrap", "--new-cluster", check=True)
+    promoted.git("checkout", "HEAD", "--", "encrypted/ledger.json")
+    line = failing(promoted, "encrypted/secrets.encrypted.yaml", "no deliberate rotation")
+    assert "git checkout" in line
