@@ -521,7 +521,8 @@ def scan_current(root: Path, inventory: Inventory | None = None, files: list[str
             continue
         findings.append(f"{path}: {state}: run doit (bootstrap makes it)")
     if sops_config.sops_config_outdated(inventory):
-        findings.append(".sops.yaml: generated from cluster.yaml's recipients:, which changed since: run doit rekey")
+        findings.append(".sops.yaml: generated for other recipients or by an earlier version (its rules or "
+                        "cluster.yaml's recipients: changed since): run doit rekey")
     for node in inventory.nodes.values():
         artefact = node_artefact(inventory, node)
         entry = record.nodes.get(node.name) if isinstance(record.nodes.get(node.name), dict) else None

@@ -162,16 +162,19 @@ def render_sops_config(recipients: Sequence[str]) -> str:
 
 
 def sops_config_outdated(inventory: Inventory) -> bool:
-    """Whether a generated `.sops.yaml` no longer names cluster.yaml's ``recipients:`` (run `doit rekey`).
+    """Whether a generated `.sops.yaml` is not what this version generates for cluster.yaml's ``recipients:``
+    (or, without them, for the keys it names): recipients changed, or rules from an earlier version.
 
     Keyless, no sops, no artefact read: cheap enough for every promotion to mention it.
     """
-    wanted = [r.key for r in inventory.recipients]
     try:
         config = load_sops_config(inventory.root)
     except PipelineError:
         return False
-    return bool(wanted) and config is not None and config.generated and config.text != render_sops_config(wanted)
+    if config is None or not config.generated:
+        return False
+    wanted = [r.key for r in inventory.recipients] or list(config.recipients())
+    return bool(wanted) and config.text != render_sops_config(wanted)
 
 
 # --- a hand-made `.sops.yaml` (the seed's manual procedure) ------------------------------------
