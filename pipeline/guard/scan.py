@@ -383,16 +383,20 @@ def scan_any_file(data: bytes, path: str) -> list[str]:
     The keyless text scan (:mod:`pipeline.guard.textscan`) first; when it finds nothing, a YAML file is
     also judged parsed (a secret field whose layout only a parser sees).
     """
+    text, _encoding = textscan.decode(data)
     if path.startswith(f"{PATCH_DIR}/"):
-        # A fresh clone needs the patch: the advice moves the secret, it never untracks the file.
+        # A patch is judged parsed first: its findings name the field and the exact command that
+        # moves the secret (a fresh clone needs the file: never untrack it).
+        parsed = scan_plaintext(text, path) if text is not None else []
+        if parsed:
+            return parsed
         hint = f"({carriers.move_advice(path, 'the value')})"
     else:
         hint = f"(secrets belong only in the encrypted artefacts; git rm --cached {path})"
     found = [f"{line} {hint}" for line in textscan.scan_bytes(data, path)]
     if found:
         return found
-    text, _encoding = textscan.decode(data)
-    return scan_plaintext(text, path) if text is not None else []
+    return scan_plaintext(text, path) if text is not None and not path.startswith(f"{PATCH_DIR}/") else []
 
 
 _DIGEST = re.compile(r"(sha256|hmac-sha256):[0-9a-f]{64}")

