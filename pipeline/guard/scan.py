@@ -351,9 +351,39 @@ class _Staged:
     same_as_disk: bool
 
 
+GUARD_SETTINGS = "pyproject.toml"  # [tool.talos-promote.guard] exclude = ["tests/"]
+
+
+def excluded_prefixes(root: Path) -> tuple[str, ...]:
+    """Folders the text scan leaves out, as the repository's own committed `pyproject.toml` names them.
+
+    For a repository that is more than a cluster (this project's own, whose tests hold fake secrets on
+    purpose): an explicit, reviewable choice, never a default. encrypted/, the ledger, `.gitignore`
+    coverage and plaintext Talos file names are judged wherever they are.
+    """
+    try:
+        import tomllib
+
+        data = tomllib.loads((root / GUARD_SETTINGS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ()
+    raw = data.get("tool", {}).get("talos-promote", {}).get("guard", {}).get("exclude", [])
+    if not isinstance(raw, list):
+        return ()
+    out = []
+    for item in raw:
+        # Folders only, inside the repository, never the pipeline's own ones.
+        if isinstance(item, str) and item.endswith("/") and not item.startswith(("/", ".")) and ".." not in item \
+                and not item.startswith((f"{ENCRYPTED_DIR}/", f"{RENDERED_DIR}/", f"{PATCH_DIR}/")):
+            out.append(item)
+    return tuple(out)
+
+
 def _staged_files(root: Path, entries: list[tuple[str, str, int]]) -> list[_Staged]:
     # Every tracked or staged file, whatever its name: a secret hides as well in notes.bak as in a .yaml.
-    wanted = [(path, sha) for path, sha, stage in entries if stage == 0 and not path.startswith(f"{RENDERED_DIR}/")]
+    skipped = excluded_prefixes(root)
+    wanted = [(path, sha) for path, sha, stage in entries if stage == 0 and not path.startswith(f"{RENDERED_DIR}/")
+              and not (skipped and path.startswith(skipped) and not PLAINTEXT_NAMES.search(path))]
     on_disk: dict[str, bytes] = {}
     missing: list[str] = []
     for path, sha in wanted:
