@@ -27,6 +27,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from pipeline import lazyre
+
 WINDOW = 8
 MARK = "(secret)"
 
@@ -39,9 +41,9 @@ SENSITIVE_FIELDS = frozenset((
 ))
 
 _NOT_SECRET = frozenset(("true", "false", "yes", "no", "on", "off", "null", "none", "~"))
-_NUMBER = re.compile(r"[-+]?(\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?")
-_BASE64 = re.compile(r"[A-Za-z0-9+/\-_\s]+={0,2}\s*")
-_PEM_ARMOUR = re.compile(r"-----(BEGIN|END) [A-Z0-9 ]+-----")
+_NUMBER = lazyre.compile(r"[-+]?(\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_BASE64 = lazyre.compile(r"[A-Za-z0-9+/\-_\s]+={0,2}\s*")
+_PEM_ARMOUR = lazyre.compile(r"-----(BEGIN|END) [A-Z0-9 ]+-----")
 # Case folding and the URL-safe base64 alphabet folded onto the standard one: one index serves all.
 _FOLD = str.maketrans({"-": "+", "_": "/"})
 
@@ -288,11 +290,11 @@ _TYPE_NAMES = frozenset((
     "dict object", "list object", "str object", "int object", "float object", "bool object", "tuple object",
     "NoneType object", "Undefined", "StrictUndefined", "function", "method", "builtin_function_or_method",
 ))
-_QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
-_CONTAINER_REPR = re.compile(r"[{\[].*[}\]]", re.DOTALL)
-_LONG_RUN = re.compile(r"[A-Za-z0-9+=_\-]{20,}")
-_MARKER = re.compile(r"<[a-z ]+>")  # PyYAML's '<stream end>', '<document start>'...
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_QUOTED = lazyre.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+_CONTAINER_REPR = lazyre.compile(r"[{\[].*[}\]]", re.DOTALL)
+_LONG_RUN = lazyre.compile(r"[A-Za-z0-9+=_\-]{20,}")
+_MARKER = lazyre.compile(r"<[a-z ]+>")  # PyYAML's '<stream end>', '<document start>'...
+_IDENTIFIER = lazyre.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 def _scrub(text: str, keep_identifiers: bool = False) -> str:

@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 # The order data flows: a package may import only from packages before it (and the foundation).
 ORDER = ("talos", "sops", "state", "promote", "guard", "keys", "review", "wiring")
-FOUNDATION = ("errors", "layout", "redact")
+FOUNDATION = ("errors", "layout", "redact", "lazyre")
 # Thin entry points kept for hooks installed by earlier versions (`python -m pipeline.cli`).
 SHIMS = ("pipeline.cli",)
 

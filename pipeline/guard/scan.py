@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from pipeline import lazyre
 from pipeline.errors import PipelineError
 from pipeline.guard import carriers, textscan
 from pipeline.layout import ENCRYPTED_DIR, RENDERED_DIR, SECRETS_ARTEFACT, node_artefact
@@ -43,14 +44,14 @@ if TYPE_CHECKING:
     from pipeline.talos.inventory import Inventory
 
 # Names the seed's .gitignore lists: plaintext Talos material that must never be in git.
-PLAINTEXT_NAMES = re.compile(
+PLAINTEXT_NAMES = lazyre.compile(
     r"(^|/)((secrets|controlplane|worker|talosconfig|kubeconfig)(\.ya?ml)?|[^/]+\.decrypted\.ya?ml)$")
 # What .gitignore must cover: a sample path for each kind of plaintext.
 IGNORE_PROBES = ("rendered/x.yaml", "secrets.yaml", "controlplane.yaml", "worker.yaml", "talosconfig",
                  "kubeconfig")
 # Where Talos keeps secrets, as dotted paths ("[]" for any list index): machine configs (and
 # their patches), the `talosctl gen secrets` bundle, and talosctl client configs.
-_TALOS_SECRET_PATHS = re.compile("|".join((
+_TALOS_SECRET_PATHS = lazyre.compile("|".join((
     r"machine\.token",
     r"machine\.ca\.key",
     r"cluster\.(id|secret|token|secretboxEncryptionSecret|aescbcEncryptionSecret)",
@@ -66,11 +67,11 @@ _TALOS_SECRET_PATHS = re.compile("|".join((
     r"contexts\.[^.]+\.key",
 )))
 # Private key material in any form: an age identity, a PEM private key, or a base64 of one.
-PRIVATE_KEY = re.compile(
+PRIVATE_KEY = lazyre.compile(
     r"AGE-SECRET-KEY-1[0-9A-Z]{58}|-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----"
     r"|LS0tLS1CRUdJTiB(FQyBQUklWQVRFIEtFWS0t|FRDI1NTE5IFBSSVZBVEUgS0VZ|QUklWQVRFIEtFWS0t|SU0EgUFJJVkFURSBLRVkt)")
-_TEMPLATE_EXPR = re.compile(r"\{\{.*?\}\}")
-_TEMPLATE_TAG = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+_TEMPLATE_EXPR = lazyre.compile(r"\{\{.*?\}\}")
+_TEMPLATE_TAG = lazyre.compile(r"\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -429,7 +430,7 @@ def scan_any_file(data: bytes, path: str) -> list[str]:
     return scan_plaintext(text, path) if text is not None and not path.startswith(f"{PATCH_DIR}/") else []
 
 
-_DIGEST = re.compile(r"(sha256|hmac-sha256):[0-9a-f]{64}")
+_DIGEST = lazyre.compile(r"(sha256|hmac-sha256):[0-9a-f]{64}")
 
 
 def scan_ledger_text(data: bytes, path: str = LEDGER_FILE) -> list[str]:

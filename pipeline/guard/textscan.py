@@ -47,6 +47,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from pipeline import lazyre
+
 # --- decoding -----------------------------------------------------------------------------------
 
 _BOMS = (
@@ -113,20 +115,20 @@ def decode(data: bytes) -> tuple[str | None, str]:
 
 # --- patterns -----------------------------------------------------------------------------------
 
-_PEM_PRIVATE = re.compile(
+_PEM_PRIVATE = lazyre.compile(
     r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?:\s|\\[nr])*(?:[A-Za-z-]+: [^\n]*(?:\s|\\[nr])+)*"
     r"[A-Za-z0-9+/=]{16}")
-_B64_PEM = re.compile(r"LS0tLS1CRUdJTi[A-Za-z0-9+/]{40,}={0,2}")
-_PEM_HEADER = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
-_AGE = re.compile(r"AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}", re.IGNORECASE)
-_TOKEN = re.compile(
+_B64_PEM = lazyre.compile(r"LS0tLS1CRUdJTi[A-Za-z0-9+/]{40,}={0,2}")
+_PEM_HEADER = lazyre.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+_AGE = lazyre.compile(r"AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}", re.IGNORECASE)
+_TOKEN = lazyre.compile(
     r"(?i)(?:(?<![\w-])[\w-]{0,40}token[\w-]{0,40}[\"']?[ \t]*[:=]|--[\w-]*token[ =])[ \t]*[\"']?"
     r"([a-z0-9]{6}\.[a-z0-9]{16})(?![a-z0-9.])")
-_LONG_B64 = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{80,}={0,2}")
+_LONG_B64 = lazyre.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{80,}={0,2}")
 _BIN_PATTERNS = (
-    (re.compile(_PEM_PRIVATE.pattern.encode()), "PEM private key", "private-key"),
-    (re.compile(rb"LS0tLS1CRUdJTi[A-Za-z0-9+/]{40,}"), "base64 of a PEM private key", "private-key"),
-    (re.compile(_AGE.pattern.encode(), re.IGNORECASE), "age private key (AGE-SECRET-KEY-1...)", "age-key"),
+    (lazyre.compile(_PEM_PRIVATE.pattern.encode()), "PEM private key", "private-key"),
+    (lazyre.compile(rb"LS0tLS1CRUdJTi[A-Za-z0-9+/]{40,}"), "base64 of a PEM private key", "private-key"),
+    (lazyre.compile(_AGE.pattern.encode(), re.IGNORECASE), "age private key (AGE-SECRET-KEY-1...)", "age-key"),
 )
 
 # Field names: anywhere; and those judged only at some paths.
@@ -136,33 +138,33 @@ _SECRET_NAMES = frozenset((
     "identityToken", "apiToken",
 ))
 _CA_HOLDERS = frozenset(("ca", "aggregatorCA", "serviceAccount", "acceptedCA"))
-_KEY_LINE = re.compile(
+_KEY_LINE = lazyre.compile(
     r"(?P<dash>(?:-[ \t]+)*)(?P<key>\"[^\"\n]*\"|'[^'\n]*'|[^\s\"'#{}\[\],:&*!|>%@`-][^:#\n]*?|-[^\s:#\n][^:#\n]*?)"
     r"[ \t]*:(?:[ \t]+(?P<value>.*?))?[ \t]*$")
-_DASH_ONLY = re.compile(r"(?P<dash>(?:-[ \t]+)+|-$)(?P<rest>.*)$")
-_BLOCK = re.compile(r"[|>][0-9+-]*(?:[ \t]+#.*)?")
-_PLACEHOLDER = re.compile(
+_DASH_ONLY = lazyre.compile(r"(?P<dash>(?:-[ \t]+)+|-$)(?P<rest>.*)$")
+_BLOCK = lazyre.compile(r"[|>][0-9+-]*(?:[ \t]+#.*)?")
+_PLACEHOLDER = lazyre.compile(
     r"(?:\.\.\.|…|x{3,}|\*{3,}|<[^<>]*>|\(secret\)|redacted|changeme|age1\S*|[A-Z_]*REDACTED[A-Z_]*)", re.IGNORECASE)
-_ENC = re.compile(r"ENC\[[A-Z0-9_]+,data:")
+_ENC = lazyre.compile(r"ENC\[[A-Z0-9_]+,data:")
 _NULLS = frozenset(("", "~", "null", "Null", "NULL", '""', "''", "[]", "{}", "true", "false", "True", "False"))
-_ENV_ENTRY = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
+_ENV_ENTRY = lazyre.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
 _MIN_SECRET = 8
-_TOKEN_SHAPE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
+_TOKEN_SHAPE = lazyre.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
 # Source code, not a value: a call or a subscript (`_b64(x)`, `s["k"]`, `a.b(c)`).
-_CODE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\s*[(\[].*")
+_CODE = lazyre.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\s*[(\[].*")
 # An environment value is judged when it is long enough to be a credential, or its name says it is one.
 _ENV_MIN = 8
-_SECRET_ENV_NAME = re.compile(r"KEY|TOKEN|SECRET|PASS|AUTH|CRED|PRIVATE", re.IGNORECASE)
+_SECRET_ENV_NAME = lazyre.compile(r"KEY|TOKEN|SECRET|PASS|AUTH|CRED|PRIVATE", re.IGNORECASE)
 # A sensitive name inside a flow mapping or JSON object ("{" or "," before it on its line).
-_INLINE_PAIR = re.compile(
+_INLINE_PAIR = lazyre.compile(
     r"[{,][ \t]*[\"']?(?P<name>" + "|".join(sorted(_SECRET_NAMES)) + r")[\"']?[ \t]*:[ \t]*"
     r"(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[^,}\s][^,}\n]*)")
-_FLAT_OBJECT = re.compile(r"\{[^{}]*\}")
-_JSON_PATH = re.compile(r"[\"']?path[\"']?[ \t]*:[ \t]*[\"']?(/[^\"',}\s]*)")
-_JSON_VALUE = re.compile(r"[\"']?value[\"']?[ \t]*:[ \t]*(\"[^\"]*\"|'[^']*'|[^,}\s][^,}]*)")
-_JINJA_COMMENT = re.compile(r"\{#(.*?)#\}", re.DOTALL)
-_ANY_SECRET_KEY = re.compile(r"[\"']?\b(" + "|".join(sorted(_SECRET_NAMES | {"key", "id", "auth", "environment", "data",
-                                                                      "stringData"})) + r")\b[\"']?[ \t]*:")
+_FLAT_OBJECT = lazyre.compile(r"\{[^{}]*\}")
+_JSON_PATH = lazyre.compile(r"[\"']?path[\"']?[ \t]*:[ \t]*[\"']?(/[^\"',}\s]*)")
+_JSON_VALUE = lazyre.compile(r"[\"']?value[\"']?[ \t]*:[ \t]*(\"[^\"]*\"|'[^']*'|[^,}\s][^,}]*)")
+_JINJA_COMMENT = lazyre.compile(r"\{#(.*?)#\}", re.DOTALL)
+_ANY_SECRET_NAMES = sorted(_SECRET_NAMES | {"key", "id", "auth", "environment", "data", "stringData"})
+_ANY_SECRET_KEY = lazyre.compile(r"[\"']?\b(" + "|".join(_ANY_SECRET_NAMES) + r")\b[\"']?[ \t]*:")
 
 
 @dataclass
@@ -512,7 +514,7 @@ def names_a_secret_field(text: str) -> bool:
 
 # Every finding needs one of these in the text (a pattern's fixed part, a judged field name before a
 # colon, a JSON 6902 path, a long base64 run, an escape): a text without any is clean, unscanned.
-_HINT = re.compile(
+_HINT = lazyre.compile(
     r"(?i)private key|ls0tls1crudjti|age-secret-key|token|secret|passw|passphrase|privatekey|environment|path"
     r"|\\u|\b(?:key|id|auth|data|stringdata)\b[\"']?[ \t]*:|[A-Za-z0-9+/]{80}")
 

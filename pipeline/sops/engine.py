@@ -54,13 +54,31 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-import pyrage
 import yaml
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pipeline import lazyre
 from pipeline.errors import PipelineError
 from pipeline.sops.identities import default_key_file
+
+
+# cryptography and pyrage cost tens of milliseconds to import: a no-op `doit` (which encrypts and
+# decrypts nothing) must not pay for them, so they are imported on first use.
+def _aesgcm(key: bytes) -> Any:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key)
+
+
+def _invalid_tag() -> type[Exception]:
+    from cryptography.exceptions import InvalidTag
+
+    return InvalidTag
+
+
+def _pyrage() -> Any:
+    import pyrage
+
+    return pyrage
 
 __all__ = [
     "EncryptResult",
@@ -80,7 +98,7 @@ __all__ = [
 SOPS_VERSION = "3.11.0"
 DEFAULT_UNENCRYPTED_SUFFIX = "_unencrypted"
 _MAC_ONLY_ENCRYPTED_INIT = bytes.fromhex("8a3fd2ad54ce66527b1034f3d147be0b0b975b3bf44f72c6fdadec8176f27d69")
-_ENC_RE = re.compile(r"^ENC\[AES256_GCM,data:(.+),iv:(.+),tag:(.+),type:(.+)\]")
+_ENC_RE = lazyre.compile(r"^ENC\[AES256_GCM,data:(.+),iv:(.+),tag:(.+),type:(.+)\]")
 _ARMOR_BEGIN = "-----BEGIN AGE ENCRYPTED FILE-----"
 _ARMOR_END = "-----END AGE ENCRYPTED FILE-----"
 _INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -177,14 +195,14 @@ for _tag, _value, _words in (
     for _w in _words:
         _RESOLVE_MAP[_w] = (_tag, _value)
 
-_YAML_STYLE_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
-_DOT_FLOAT = re.compile(r"^\.[0-9]+([eE][-+]?[0-9]+)?$")
-_BASE60_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
+_YAML_STYLE_FLOAT = lazyre.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
+_DOT_FLOAT = lazyre.compile(r"^\.[0-9]+([eE][-+]?[0-9]+)?$")
+_BASE60_FLOAT = lazyre.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
 _OLD_BOOLS = frozenset(
     ("y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "n", "N", "no", "No", "NO", "off", "Off", "OFF")
 )
 _DIGITS = {2: "01", 8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
-_TIMESTAMP = re.compile(
+_TIMESTAMP = lazyre.compile(
     r"^(\d{4})-(\d{1,2})-(\d{1,2})"
     r"(?:[Tt](\d{1,2}):(\d{1,2}):(\d{1,2})(?:[.,]\d+)?(?:Z|[+-](\d{2}):(\d{2}))"
     r"| (\d{1,2}):(\d{1,2}):(\d{1,2})(?:[.,]\d+)?)?$"
@@ -266,8 +284,8 @@ def _needs_quotes(s: str) -> bool:
 # plain, single-quoted, double-quoted and literal scalars; no comments, tags or anchors)
 
 _BREAKS = "\r\n\x85\u2028\u2029"
-_BREAK_SPLIT = re.compile("([\r\n\x85\u2028\u2029])")
-_SIMPLE_PLAIN = re.compile(r"[A-Za-z0-9_/(][A-Za-z0-9_./=+\-\[\],:()@]*")
+_BREAK_SPLIT = lazyre.compile("([\r\n\x85\u2028\u2029])")
+_SIMPLE_PLAIN = lazyre.compile(r"[A-Za-z0-9_/(][A-Za-z0-9_./=+\-\[\],:()@]*")
 _ESCAPES = {
     0x00: "0", 0x07: "a", 0x08: "b", 0x09: "t", 0x0A: "n", 0x0B: "v", 0x0C: "f", 0x0D: "r", 0x1B: "e",
     0x22: '"', 0x5C: "\\", 0x85: "N", 0xA0: "_", 0x2028: "L", 0x2029: "P",
@@ -289,12 +307,12 @@ class _Analysis:
     block: bool
 
 
-_NOT_PRINTABLE = re.compile("[^\n\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd]")  # go-yaml's is_printable
-_COLON_INDICATOR = re.compile("(?s).:(?:[ \t]|\\Z)")
-_HASH_INDICATOR = re.compile("[ \t\x00\r\n\x85\u2028\u2029]#")
-_BREAK_SPACE = re.compile("[\r\n\x85\u2028\u2029] ")
-_SPACE_BREAK = re.compile(" [\r\n\x85\u2028\u2029]")
-_LINE_BREAK = re.compile("[\r\n\x85\u2028\u2029]")
+_NOT_PRINTABLE = lazyre.compile("[^\n\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd]")  # go-yaml's is_printable
+_COLON_INDICATOR = lazyre.compile("(?s).:(?:[ \t]|\\Z)")
+_HASH_INDICATOR = lazyre.compile("[ \t\x00\r\n\x85\u2028\u2029]#")
+_BREAK_SPACE = lazyre.compile("[\r\n\x85\u2028\u2029] ")
+_SPACE_BREAK = lazyre.compile(" [\r\n\x85\u2028\u2029]")
+_LINE_BREAK = lazyre.compile("[\r\n\x85\u2028\u2029]")
 
 
 def _analyze(s: str) -> _Analysis:
@@ -674,7 +692,7 @@ class _Cipher:
 
     def __init__(self, key: bytes) -> None:
         self.key = key
-        self.aead = AESGCM(key)
+        self.aead = _aesgcm(key)
         self.stash: dict[tuple[str, str, bytes], list[bytes]] = {}
 
     def encrypt(self, tag: str, data: bytes, aad: str) -> str:
@@ -694,8 +712,8 @@ class _Cipher:
         if len(tag) != 16 or not 8 <= len(iv) <= 128:
             raise PipelineError(f"value at {where} has a malformed ENC[...]")
         try:
-            plain = AESGCM(self.key).decrypt(iv, data + tag, aad.encode())
-        except InvalidTag:
+            plain = _aesgcm(self.key).decrypt(iv, data + tag, aad.encode())
+        except _invalid_tag():
             raise PipelineError(
                 f"message authentication failed for the value at {where} (tampered, or not this file's data key)"
             ) from None
@@ -705,7 +723,7 @@ class _Cipher:
 
 _GO_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
              "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
-_GO_FLOAT = re.compile(
+_GO_FLOAT = lazyre.compile(
     r"^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?|[nN][aA][nN])$"
 )
 
@@ -821,7 +839,7 @@ def _dearmor(text: str) -> bytes:
 
 def _recipient(r: str) -> Any:
     try:
-        return pyrage.x25519.Recipient.from_str(r.strip())
+        return _pyrage().x25519.Recipient.from_str(r.strip())
     except Exception:
         raise EngineUnsupported("recipient is not an age X25519 public key") from None
 
@@ -833,14 +851,14 @@ def _identities(identities: Sequence[str]) -> list[Any]:
             line = line.strip()
             if line.startswith("AGE-SECRET-KEY-"):
                 try:
-                    out.append(pyrage.x25519.Identity.from_str(line))
+                    out.append(_pyrage().x25519.Identity.from_str(line))
                 except Exception:
                     raise PipelineError("an age identity is malformed") from None
     return out
 
 
 def _wrap(key: bytes, recipients: Sequence[str]) -> list[dict[str, str]]:
-    return [{"recipient": r.strip(), "enc": _armor(pyrage.encrypt(key, [_recipient(r)]))} for r in recipients]
+    return [{"recipient": r.strip(), "enc": _armor(_pyrage().encrypt(key, [_recipient(r)]))} for r in recipients]
 
 
 def _unwrap(age_entries: list[dict[str, Any]], identities: Sequence[str]) -> bytes:
@@ -848,7 +866,7 @@ def _unwrap(age_entries: list[dict[str, Any]], identities: Sequence[str]) -> byt
     if ids:
         for entry in age_entries:
             try:
-                key = pyrage.decrypt(_dearmor(str(entry.get("enc", ""))), ids)
+                key = _pyrage().decrypt(_dearmor(str(entry.get("enc", ""))), ids)
             except PipelineError:
                 continue
             except Exception:
@@ -1243,7 +1261,7 @@ def load_yaml(text: str, *, path: str | None = None) -> list[dict[str, Any]]:
 
 def benchmark(rounds: int = 200) -> None:
     """Print the time to encrypt one 20-value document, with and without the age wrap."""
-    identity = pyrage.x25519.Identity.generate()
+    identity = _pyrage().x25519.Identity.generate()
     recipient = str(identity.to_public())
     doc = {"machine": {f"key{i}": f"value-{i}" if i % 2 else i for i in range(20)}}
     key = os.urandom(32)

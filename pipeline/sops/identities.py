@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pyrage
-
 from pipeline.errors import PipelineError
 
 _SECRET_KEY = re.compile(r"^AGE-SECRET-KEY-1[0-9A-Z]+$")
@@ -47,6 +45,8 @@ def public_keys_of(text: str) -> list[str]:
             continue
         if _SECRET_KEY.match(line):
             try:
+                import pyrage  # imported when a key is read: a no-op `doit` reads none
+
                 out.append(str(pyrage.x25519.Identity.from_str(line).to_public()))
             except Exception:  # pyrage raises its own error types for a bad checksum
                 continue
@@ -106,6 +106,8 @@ def warn_if_exposed(path: Path) -> None:
 
 def new_identity_text(now: datetime | None = None) -> tuple[str, str]:
     """A new X25519 identity in age-keygen's file format; returns (file text, public key)."""
+    import pyrage
+
     identity = pyrage.x25519.Identity.generate()
     public = str(identity.to_public())
     stamp = (now or datetime.now(UTC)).replace(microsecond=0).isoformat().replace("+00:00", "Z")

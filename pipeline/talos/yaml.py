@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import calendar
 import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -77,6 +76,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from pipeline import lazyre
 from pipeline.errors import PipelineError
 
 __all__ = [
@@ -141,13 +141,13 @@ _MAP_HINT = frozenset("yYnNtTfFoO~")
 _NUM_HINT = frozenset("+-0123456789")
 
 # Go's strconv.ParseInt(s, 0, 64) syntax, applied after go-yaml removed every "_".
-_GO_INT = re.compile(r"([+-]?)(?:0[bB]([01]+)|0[oO]([0-7]+)|0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))")
+_GO_INT = lazyre.compile(r"([+-]?)(?:0[bB]([01]+)|0[oO]([0-7]+)|0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))")
 # go-yaml's yamlStyleFloat, applied to the text without "_".
-_YAML_FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
+_YAML_FLOAT = lazyre.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
 # Go's strconv.ParseFloat syntax for a text starting with ".": "_" only between two digits.
-_GO_DOT_FLOAT = re.compile(r"\.[0-9]+(?:_[0-9]+)*(?:[eE][-+]?[0-9]+(?:_[0-9]+)*)?")
+_GO_DOT_FLOAT = lazyre.compile(r"\.[0-9]+(?:_[0-9]+)*(?:[eE][-+]?[0-9]+(?:_[0-9]+)*)?")
 # The two prefixed forms go-yaml retries with a sign after the prefix ("0b-101" is -5).
-_PREFIX_RETRY = re.compile(r"(-?)0([bo])([+-]?)([0-9a-zA-Z]+)")
+_PREFIX_RETRY = lazyre.compile(r"(-?)0([bo])([+-]?)([0-9a-zA-Z]+)")
 
 
 def _go_int(plain: str) -> int | None:
@@ -308,7 +308,7 @@ def resolve_plain(text: str) -> Any:
     return str(value) if isinstance(value, _Timestamp) else value
 
 
-_BASE60 = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
+_BASE60 = lazyre.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
 _OLD_BOOLS = frozenset(
     ("y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "n", "N", "no", "No", "NO", "off", "Off", "OFF")
 )
@@ -691,7 +691,7 @@ def line_of(lines: LineMap, path: Iterable[Any]) -> int | None:
 
 # Characters libyaml turns into "\n" or treats as line breaks inside a literal block: a string
 # holding one is written double-quoted (escaped) instead.
-_NO_LITERAL = re.compile("[\r\x85\u2028\u2029\ufeff]")
+_NO_LITERAL = lazyre.compile("[\r\x85\u2028\u2029\ufeff]")
 
 
 class _Dumper(yaml.SafeDumper):
@@ -748,7 +748,7 @@ class _Dumper(yaml.SafeDumper):
         self.stream.write(text)
 
 
-_PLAIN_BREAKS = re.compile("[ \n\x85\u2028\u2029]")
+_PLAIN_BREAKS = lazyre.compile("[ \n\x85\u2028\u2029]")
 
 
 @lru_cache(maxsize=8192)
@@ -853,7 +853,7 @@ def _path_text(index: int, path: tuple[Any, ...]) -> str:
 
 
 _BLOCK_INDICATOR_NEEDED = frozenset(" \n\r\x85\u2028\u2029")
-_LINE_BREAKS = re.compile("[\n\r\x85\u2028\u2029]")
+_LINE_BREAKS = lazyre.compile("[\n\r\x85\u2028\u2029]")
 
 
 def sops_hazard(documents: Iterable[Any]) -> str | None:
