@@ -99,12 +99,17 @@ def promoted_template(tmp_path_factory: pytest.TempPathFactory) -> Repo:
     return repo
 
 
+def copy_repo(template: Repo, base: Path) -> Repo:
+    """A private copy of a repo and its HOME (key included), under ``base``."""
+    shutil.copytree(template.path, base / "repo", symlinks=True)
+    shutil.copytree(template.home, base / "home", symlinks=True)
+    return Repo(base / "repo", base / "home", _clean_env(base / "home", base / "sops.log"))
+
+
 @pytest.fixture
 def promoted(promoted_template: Repo, tmp_path: Path) -> Repo:
     """A private copy of the promoted example repo and its HOME (key included)."""
-    shutil.copytree(promoted_template.path, tmp_path / "repo", symlinks=True)
-    shutil.copytree(promoted_template.home, tmp_path / "home", symlinks=True)
-    repo = Repo(tmp_path / "repo", tmp_path / "home", _clean_env(tmp_path / "home", tmp_path / "sops.log"))
+    repo = copy_repo(promoted_template, tmp_path)
     # A copy has new timestamps: doit must still treat it as up to date (that is the ledger's job).
     return repo
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Repo, _clean_env
+from tests.conftest import Repo, copy_repo
 from tests.guard.test_guard import keyless
 from tests.security.secrets_of import files_under, leaks, needles, secret_values
 from tests.wiring.test_watch import Watching
@@ -182,10 +182,6 @@ CASES = [
 FULL_SWEEP = ("typo-add", "copy-hostname")
 
 
-def _copy_template(template: Repo, tmp: Path) -> Repo:
-    shutil.copytree(template.path, tmp / "repo", symlinks=True)
-    shutil.copytree(template.home, tmp / "home", symlinks=True)
-    return Repo(tmp / "repo", tmp / "home", _clean_env(tmp / "home", tmp / "sops.log"))
 
 
 def _objects(repo: Repo) -> dict[str, bytes]:
@@ -237,7 +233,7 @@ def _sweep(repo: Repo, tmp: Path) -> list[str]:
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_no_secret_leaves(case: Case, promoted_template: Repo, known: list[str], tmp_path: Path) -> None:
     started = time.monotonic()
-    repo = _copy_template(promoted_template, tmp_path)
+    repo = copy_repo(promoted_template, tmp_path)
     case.setup(repo, tmp_path)
     before = set(_objects(repo)) if case.own_secrets else set()
     outputs = []

@@ -7,7 +7,6 @@ Everything runs the installed `doit` in a real repo with real sops and a real ag
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -217,11 +216,9 @@ def newer_template(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 
 @pytest.fixture
 def newer(newer_template: Repo, tmp_path: Path) -> Repo:
-    from tests.conftest import _clean_env
+    from tests.conftest import copy_repo
 
-    shutil.copytree(newer_template.path, tmp_path / "repo", symlinks=True)
-    shutil.copytree(newer_template.home, tmp_path / "home", symlinks=True)
-    return Repo(tmp_path / "repo", tmp_path / "home", _clean_env(tmp_path / "home", tmp_path / "sops.log"))
+    return copy_repo(newer_template, tmp_path)
 
 
 def test_newer_versions_promote_and_verify(newer: Repo) -> None:
