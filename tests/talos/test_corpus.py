@@ -12,8 +12,6 @@ rendered ones (what ``doit verify`` and ``doit drill`` compare).
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +19,12 @@ import pytest
 import yaml
 
 from pipeline.errors import PipelineError
-from pipeline.sops.identities import new_identity_text
-from pipeline.sops.runner import sops_binary
 from pipeline.talos import schema as ts
 from pipeline.talos.baseconfig import dump_documents
 from pipeline.talos.patching import Patch, apply_patches_traced, load_patch
 from pipeline.talos.validation import check_node_config, check_patches
 from pipeline.talos.yaml import load_documents
+from tests.talos.test_sops_roundtrip import age_key, sops  # noqa: F401  (age_key: a fixture used here)
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 PATCHES = sorted((CORPUS / "patches").glob("*.yaml"))
@@ -141,23 +138,9 @@ def _go_text(value: Any) -> Any:
     return str(value) if isinstance(value, int | float) else value
 
 
-@pytest.fixture(scope="module")
-def age_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    text, public = new_identity_text()
-    key = tmp_path_factory.mktemp("age") / "keys.txt"
-    key.write_text(text)
-    return key, public
-
-
-def _sops(args: list[str], key: Path, cwd: Path) -> str:
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), "SOPS_AGE_KEY_FILE": str(key)}
-    result = subprocess.run([sops_binary(), *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 @pytest.mark.parametrize("version", ts.SUPPORTED)
-def test_corpus_through_the_render_and_sops(version: str, age_key: tuple[Path, str], tmp_path: Path) -> None:
+def test_corpus_through_the_render_and_sops(version: str, age_key: tuple[Path, str],  # noqa: F811
+                                            tmp_path: Path) -> None:
     """Every patch: the real render accepts exactly the expected ones (refusals are one line naming the patch),
     an accepted one has its effect in the rendered config, and the artefact decrypts to the rendered documents."""
     key, public = age_key
@@ -180,8 +163,8 @@ def test_corpus_through_the_render_and_sops(version: str, age_key: tuple[Path, s
                 assert _effect_problems(doc, target, patch.raw[index]) == [], path.name
         plain = tmp_path / "cp1.yaml"
         plain.write_text(dump_documents(rendered))
-        (tmp_path / "cp1.enc.yaml").write_text(_sops(["--encrypt", "--age", public, str(plain)], key, tmp_path))
-        decrypted = _sops(["--decrypt", "cp1.enc.yaml"], key, tmp_path)
+        (tmp_path / "cp1.enc.yaml").write_text(sops(["--encrypt", "--age", public, str(plain)], key, tmp_path))
+        decrypted = sops(["--decrypt", "cp1.enc.yaml"], key, tmp_path)
         stored = [doc for doc in load_documents(decrypted, "decrypted") if doc is not None]
         assert _same(stored, rendered), f"{path.name}: the decrypted artefact differs from the render"
     assert accepted >= 20
