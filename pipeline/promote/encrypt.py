@@ -103,20 +103,22 @@ def _edit_with_binary(root: Path, artefact: str, plain: Path, previous: bytes) -
 
 
 def write_artefact(root: Path, artefact: str, plain: Path, rule: CreationRule, previous: bytes | None,
-                   case: str = "") -> Written:
+                   case: str = "", documents: list[Any] | None = None) -> Written:
     """The new bytes of ``artefact`` for the rendered file ``plain``.
 
     With ``previous`` (an artefact the ledger knows) its data key and each unchanged value's IV are
     kept, so only changed values, ``lastmodified`` and ``mac`` change. ``case`` forces a fresh
     key and names why (``new artefact``, ``unknown artefact``). The in-process engine writes age +
     YAML rules; anything else, or ``PROMOTE_SOPS_ENGINE=binary``, goes through the sops binary
-    (``sops edit`` to keep the key, ``sops --encrypt`` for a fresh one).
+    (``sops edit`` to keep the key, ``sops --encrypt`` for a fresh one). ``documents``: ``plain``'s
+    documents as go-yaml types them, when the caller has parsed it already.
     """
     fallback = ""
     if engine.engine_enabled():
         try:
             options = _engine_options(root, rule)
-            documents = engine.load_yaml(plain.read_text(encoding="utf-8"), path=str(plain.relative_to(root)))
+            if documents is None:
+                documents = engine.load_yaml(plain.read_text(encoding="utf-8"), path=str(plain.relative_to(root)))
             result = engine.encrypt_documents(documents, **options, previous=previous,
                                               identities=engine.age_identities(), path=artefact)
         except engine.EngineUnsupported as why:
@@ -130,6 +132,19 @@ def write_artefact(root: Path, artefact: str, plain: Path, rule: CreationRule, p
         if case == "reused":
             return Written(_edit_with_binary(root, artefact, plain, previous), case, fallback)
     return Written(sops.encrypt(plain, artefact, root), case or "new artefact", fallback)
+
+
+def _rendered_for_engine(plain: Path) -> list[Any] | None:
+    """``plain``'s documents as go-yaml types them, or None (engine off, a file it cannot type, unreadable)."""
+    if not engine.engine_enabled():
+        return None
+    try:
+        text = plain.read_text(encoding="utf-8")
+        if not text.endswith("\n"):
+            return None  # cut short: the integrity check reads it again and says so
+        return engine.load_yaml(text, path=plain.name)
+    except (OSError, UnicodeDecodeError, PipelineError, engine.EngineUnsupported):
+        return None
 
 
 def decrypt_documents(root: Path, artefact: str, ciphertext: bytes) -> list[Any]:
@@ -219,10 +234,11 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
     unchanged = False
     if current_sha is not None:
         current_text = (root / artefact).read_text(encoding="utf-8")
-        if not _same_recipients(current_text, rule.recipients):
+        if entry.get("artefact_sha256") == current_sha and digest is not None:
+            # New recipients (a rekey) rewrite it too; asked last, as it parses the artefact.
+            unchanged = entry.get("rendered") == digest and _same_recipients(current_text, rule.recipients)
+        elif not _same_recipients(current_text, rule.recipients):
             unchanged = False
-        elif entry.get("artefact_sha256") == current_sha and digest is not None:
-            unchanged = entry.get("rendered") == digest
         else:
             # An artefact the ledger does not know (hand-made, checked out, rotated): only a
             # decrypt can tell whether it already holds these documents.
@@ -237,13 +253,16 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
 
     trigger = describe_trigger(entry, inputs, artefact_known)
     case = fallback = ""
+    # The rendered file is read and parsed once: what the engine encrypts is what the integrity check
+    # compares with render's digest (engine off, or a file it cannot type: the check parses it itself).
+    checked = _rendered_for_engine(plain) if not unchanged else None
     if not unchanged:
         if current_sha is None:
-            written = write_artefact(root, artefact, plain, rule, None, "new artefact")
+            written = write_artefact(root, artefact, plain, rule, None, "new artefact", checked)
         elif not artefact_known:
-            written = write_artefact(root, artefact, plain, rule, None, "unknown artefact")
+            written = write_artefact(root, artefact, plain, rule, None, "unknown artefact", checked)
         else:
-            written = write_artefact(root, artefact, plain, rule, current_text.encode())
+            written = write_artefact(root, artefact, plain, rule, current_text.encode(), documents=checked)
         case, fallback = written.case, written.fallback
         if written.data is None:  # the same documents after all (e.g. only the rule's shape moved)
             unchanged = True
@@ -254,7 +273,8 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
         if findings:
             raise PipelineError(f"sops output failed the guard, artefact left as it was: {findings[0]}",
                                 path=artefact)
-        verify_ciphertext(ciphertext, artefact, plain, rendered_path(inventory, node), digest, shape, scanned=True)
+        verify_ciphertext(ciphertext, artefact, plain, rendered_path(inventory, node), digest, shape, scanned=True,
+                          documents=checked)
         # Synced before the ledger records it (flush_ledger), in one batch at the end of the run; a
         # `doit -n N` worker syncs its own artefacts as it goes, in parallel, off that serial tail.
         ledger.atomic_write(root / artefact, ciphertext, durable=_in_worker_process())

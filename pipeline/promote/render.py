@@ -66,6 +66,19 @@ def _sensitive_values(documents: tuple[dict[str, Any], ...] | list[Any]) -> Secr
     return secrets
 
 
+# The sensitive values of a base config, by the identity of its (cached, read-only) documents: nodes of
+# one role share one base, and building the index of a SecretSet is the expensive part of the taint check.
+_BASE_SECRETS: dict[int, tuple[tuple[dict[str, Any], ...], SecretSet]] = {}
+
+
+def _base_secrets(base: tuple[dict[str, Any], ...]) -> SecretSet:
+    cached = _BASE_SECRETS.get(id(base))
+    if cached is None or cached[0] is not base:
+        cached = (base, _sensitive_values(base))
+        _BASE_SECRETS[id(base)] = cached
+    return cached[1]
+
+
 def secrets_seen(root: Path) -> SecretSet:
     """The sensitive values of the base configs this process has decrypted for ``root`` (no sops run)."""
     out = SecretSet()
@@ -97,11 +110,16 @@ def base_documents(inventory: Inventory, role: str) -> list[dict[str, Any]]:
 
     Shared between calls: treat the documents as read-only (``apply_patches`` copies them).
     """
+    return list(_base_tuple(inventory, role))
+
+
+def _base_tuple(inventory: Inventory, role: str) -> tuple[dict[str, Any], ...]:
+    # The cached tuple itself: its identity keys the base's secret index (_base_secrets).
     artefact = base_artefact(role)
     digest = _base_digest(inventory, role)
     if digest is None:
         raise PipelineError(f"base config for role {role} is missing: run doit bootstrap", path=artefact)
-    return list(_decrypt_base_cached(str(inventory.root), artefact, digest))
+    return _decrypt_base_cached(str(inventory.root), artefact, digest)
 
 
 @dataclass(frozen=True)
@@ -128,23 +146,23 @@ def render_node(inventory: Inventory, node: Node) -> Rendered:
     inputs = intent_inputs(inventory, node, patches)
     source = source_digest(inventory, node, [(name, text) for name, text, _templated in texts],
                            inputs[:len(inputs) - len(patches)])
-    base = base_documents(inventory, node.role)
+    base = _base_tuple(inventory, node.role)
     version = contract(inventory.cluster.talos_version)
     check_patches(patches, version, ("strategic",))  # Talos's strict decoding, per patch file (names its line)
     provenance = None
     if inventory.renderer == "talosctl":
         from pipeline.promote import talosctl
 
-        output = talosctl.patch(inventory.root, dump_documents(base),
+        output = talosctl.patch(inventory.root, dump_documents(list(base)),
                                 [(name, templated) for name, _text, templated in texts])
         documents = load_documents(output, f"talosctl output for node {node.name}")
     else:
-        documents, provenance = apply_patches_traced(base, patches)
+        documents, provenance = apply_patches_traced(list(base), patches)
     check_patches(patches, version, ("json6902",))  # after the merge, as Talos applies them first
     # Types as Talos decodes them (extraArgs/sysctls/labels are strings), then the version's schema and rules.
     documents = check_node_config(documents, node.name, version, provenance)
     check_secret_landing(inventory, node, documents)  # values from encrypted sources stay encrypted
-    return Rendered(documents, dump_documents(documents), inputs, source, tuple(patches), tuple(base))
+    return Rendered(documents, dump_documents(documents), inputs, source, tuple(patches), base)
 
 
 # --- taint: no secret value in a field sops leaves in plaintext -------------------------------
@@ -180,10 +198,15 @@ def _tainted_path(documents: list[Any], secrets: SecretSet, rule: dict[str, Any]
         unencrypted = re.compile(unenc) if isinstance(unenc, str) and unenc else None
     except re.error:
         return None  # .sops.yaml is reported by sops and the guard
-    for index, doc in enumerate(documents):
-        for path, text in _plain_strings(doc, "", encrypted, unencrypted):
-            if contains_secret(text, secrets):
-                return path if len(documents) == 1 else f"document {index + 1}: {path}"
+    found = [(index, path, text) for index, doc in enumerate(documents)
+             for path, text in _plain_strings(doc, "", encrypted, unencrypted)]
+    # One look over every plain text at once (NUL never occurs in a secret, so no window spans two texts):
+    # a clean node, the usual case, costs one set intersection instead of one per field.
+    if not contains_secret("\0".join(text for _index, _path, text in found), secrets):
+        return None
+    for index, path, text in found:
+        if contains_secret(text, secrets):
+            return path if len(documents) == 1 else f"document {index + 1}: {path}"
     return None
 
 
@@ -192,7 +215,7 @@ def _refuse_tainted(inventory: Inventory, node: Node, result: Rendered) -> None:
     shape = _rule_shape(inventory.root, node_artefact(inventory, node))
     if shape is None or not result.base:
         return
-    secrets = _sensitive_values(result.base)
+    secrets = _base_secrets(result.base)
     path = _tainted_path(result.documents, secrets, shape)
     if path is None:
         return

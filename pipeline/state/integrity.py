@@ -35,7 +35,8 @@ def _rendered_documents(plain: Path, rendered: str) -> list[Any]:
 
 
 def verify_ciphertext(ciphertext: bytes, artefact: str, plain: Path, rendered: str,
-                      digest: str | None = None, shape: Any = None, *, scanned: bool = False) -> None:
+                      digest: str | None = None, shape: Any = None, *, scanned: bool = False,
+                      documents: list[Any] | None = None) -> None:
     """Refuse to replace ``artefact`` unless ``ciphertext`` encrypts exactly the documents render wrote.
 
     ``plain`` is the rendered file sops encrypted (``rendered``: its repo-relative name); ``digest`` is
@@ -44,9 +45,12 @@ def verify_ciphertext(ciphertext: bytes, artefact: str, plain: Path, rendered: s
     The ciphertext must be a whole SOPS document (keyless: every document carries sops metadata and
     a MAC), one per rendered document; ``scanned``: the caller already ran the keyless scan
     (:func:`pipeline.sops.metadata.scan_artefact`) on these bytes, so only the count is checked here.
+    ``documents``: what the caller encrypted, parsed from ``plain``'s whole text (ending in a newline) as
+    go-yaml types it; otherwise the file is read and parsed here.
     Raises a one-line PipelineError; the artefact stays as it was.
     """
-    documents = _rendered_documents(plain, rendered)
+    if not documents:
+        documents = _rendered_documents(plain, rendered)
     if digest is not None and ledger.keyed_digest(documents, ledger.canonical(shape)) != digest:
         raise PipelineError("rendered plaintext is not what render wrote (cut short, or changed since): "
                             "artefact left as it was", path=rendered)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.talos import fastschema
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 SUPPORTED = ("v1.11", "v1.12", "v1.13")
@@ -377,6 +378,20 @@ def _validator(version: str, def_name: str) -> Any:
     return Draft202012Validator({"$schema": root["$schema"], "$defs": root["$defs"], "$ref": f"#/$defs/{def_name}"})
 
 
+@functools.cache
+def _fast_compiler(version: str) -> fastschema.Compiler:
+    return fastschema.Compiler(_schema(version).root)
+
+
+def _fast_valid(version: str, def_name: str, doc: Any) -> bool:
+    """Whether ``doc`` is valid for ``def_name`` by the compiled check (False: unsure, ask jsonschema)."""
+    compiler = _fast_compiler(version)
+    try:
+        return compiler.check(compiler.root["$defs"][def_name])(doc)
+    except (fastschema.Unsupported, RecursionError):
+        return False
+
+
 def _reason(error: Any) -> str:
     """A short reason for a jsonschema error that never quotes the instance (it may be a secret)."""
     kw, expected = error.validator, error.validator_value
@@ -416,6 +431,8 @@ def validate(
             if kind not in schema.kinds:
                 findings.append(Finding(where, index, kind, "", f'"{kind}": not registered (Talos {version})'))
             continue
+        if _fast_valid(version, def_name, doc):
+            continue  # jsonschema runs only to word the errors of a document the fast check refuses
         for error in sorted(_validator(version, def_name).iter_errors(doc), key=lambda e: list(map(str, e.path))):
             path = tuple(error.absolute_path)
             if error.validator == "additionalProperties" and isinstance(error.instance, dict):
