@@ -13,7 +13,10 @@ from typing import Any
 class LazyPattern:
     """A `re.Pattern` stand-in that compiles itself the first time it is used."""
 
-    __slots__ = ("_compiled", "flags", "pattern")
+    # The matching methods get a slot each, filled with the compiled pattern's bound method on first use:
+    # later calls find it there directly instead of going through __getattr__ (hot loops call them).
+    _METHODS = ("search", "match", "fullmatch", "finditer", "findall", "sub", "subn", "split")
+    __slots__ = ("_compiled", "flags", "pattern", *_METHODS)
 
     def __init__(self, pattern: Any, flags: int = 0) -> None:
         self.pattern = pattern
@@ -27,7 +30,10 @@ class LazyPattern:
         return self._compiled
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.compiled(), name)
+        value = getattr(self.compiled(), name)
+        if name in LazyPattern._METHODS:
+            object.__setattr__(self, name, value)
+        return value
 
 
 def compile(pattern: Any, flags: int = 0) -> Any:

@@ -401,6 +401,19 @@ def _staged_files(root: Path, entries: list[tuple[str, str, int]]) -> list[_Stag
             for path, sha in wanted]
 
 
+def _judged_artefacts(staged: Mapping[str, _Staged], trusted: Mapping[str, str] | None) -> set[str]:
+    # The same trust the work-tree scan gives the ledger (`doit check` and the hook judge every file).
+    if trusted is None:
+        return set()
+    judged = set(trusted.values())
+    item = staged.get(LEDGER_FILE)
+    record = _load_ledger(item.content.decode(errors="replace")) if item is not None else None
+    if isinstance(record, Ledger):
+        judged.update(entry["artefact_sha256"] for entry in record.nodes.values()
+                      if isinstance(entry, dict) and isinstance(entry.get("artefact_sha256"), str))
+    return judged
+
+
 def _is_artefact(path: str) -> bool:
     """A file under encrypted/ that must be a SOPS artefact (what :func:`artefact_files` lists)."""
     name = path.rsplit("/", 1)[-1]
@@ -451,12 +464,15 @@ def _in_work_tree(root: Path) -> bool:
     return git.toplevel(root) is not None
 
 
-def scan_index(root: Path, worktree: bool = True) -> list[str]:
+def scan_index(root: Path, worktree: bool = True, trusted: Mapping[str, str] | None = None) -> list[str]:
     """Findings for the git index: plaintext tracked or staged, unsafe staged content, `.gitignore` gaps.
 
     Every tracked and staged file is judged (paths relative to ``root``, also when ``root`` is a
     subfolder of a bigger repository). With ``worktree`` the work-tree scan judges encrypted/'s
     artefacts, so only staged artefacts that differ from it are judged here (marked "(staged)").
+    ``trusted`` (a promotion's safety check): the `sha256:` of artefact bytes judged when they were
+    written; a staged artefact holding such bytes, or bytes the staged ledger records (what the last
+    promotion staged, about to be replaced), is not parsed again.
     """
     if not _in_work_tree(root):
         return []
@@ -472,10 +488,13 @@ def scan_index(root: Path, worktree: bool = True) -> list[str]:
             findings.append(f"{path}: plaintext is tracked or staged (git rm --cached {path})")
 
     staged = {item.path: item for item in _staged_files(root, entries)}
+    judged = _judged_artefacts(staged, trusted)
     for item in staged.values():
         inside = _is_artefact(item.path)
         if worktree and inside and item.same_as_disk:
             continue  # the work-tree scan of encrypted/ has judged these very bytes
+        if inside and judged and ledger.sha256_bytes(item.content) in judged:
+            continue
         where = " (staged)" if worktree and not item.same_as_disk else ""
         text = item.content.decode(errors="replace")
         if item.path == LEDGER_FILE:
@@ -621,7 +640,7 @@ def check(root: Path, *, stale: bool = False, worktree: bool = True, inventory: 
         else:
             bundle = (root / SECRETS_ARTEFACT).read_bytes() if (root / SECRETS_ARTEFACT).is_file() else None
             findings += scan_secrets_bundle(root, bundle, record)
-    findings += scan_index(root, worktree=worktree)
+    findings += scan_index(root, worktree=worktree, trusted=None if stale else trusted)
     if stale:
         findings += notes(root)
         findings += scan_rules(root, scans)

@@ -14,7 +14,14 @@ import yaml
 from pipeline.errors import PipelineError
 from pipeline.layout import RENDERED_DIR, node_artefact, rendered_path
 from pipeline.promote.intent import describe_trigger
-from pipeline.promote.render import _in_worker_process, _rendered_facts, _rule_shape, _sops_config, render
+from pipeline.promote.render import (
+    DOCUMENTS,
+    _in_worker_process,
+    _rendered_facts,
+    _rule_shape,
+    _sops_config,
+    render,
+)
 from pipeline.sops import engine, metadata
 from pipeline.sops import runner as sops
 from pipeline.sops.config import CreationRule
@@ -255,7 +262,10 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
     case = fallback = ""
     # The rendered file is read and parsed once: what the engine encrypts is what the integrity check
     # compares with render's digest (engine off, or a file it cannot type: the check parses it itself).
-    checked = _rendered_for_engine(plain) if not unchanged else None
+    checked = None
+    if not unchanged:
+        handed = rendered.get(DOCUMENTS)
+        checked = handed if handed and engine.engine_enabled() else _rendered_for_engine(plain)
     if not unchanged:
         if current_sha is None:
             written = write_artefact(root, artefact, plain, rule, None, "new artefact", checked)

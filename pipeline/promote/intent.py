@@ -119,10 +119,16 @@ def forget_file_cache() -> None:
 def _inside_patches(path: Path, source: str) -> None:
     """A patch must resolve inside the repository's patches/: a symlink out of it (to a key file) is refused."""
     depth = len(Path(source).parts)
-    root = path.parents[depth - 1]
-    # Fast path (every node reads its patches): no symlink from patches/ down to the file.
-    if not any(os.path.islink(part) for part in (path, *path.parents[:depth - 1])):
+    # Fast path (every node reads its patches, twice): no symlink from patches/ down to the file. Plain
+    # strings: building Path objects for each parent cost more than the lstat calls themselves.
+    text = str(path)
+    for _ in range(depth):
+        if os.path.islink(text):
+            break
+        text = os.path.dirname(text)
+    else:
         return
+    root = path.parents[depth - 1]
     folder = os.path.realpath(root / PATCH_DIR)
     real = os.path.realpath(path)
     if not real.startswith(folder + os.sep) or not folder.startswith(os.path.realpath(root) + os.sep):

@@ -23,7 +23,7 @@ from pipeline.promote.intent import (
     intent_inputs,
     source_digest,
 )
-from pipeline.redact import SecretSet, contains_secret, is_sensitive_path
+from pipeline.redact import WINDOW, SecretSet, contains_secret, is_sensitive_path
 from pipeline.sops import engine
 from pipeline.sops import runner as sops
 from pipeline.sops.config import SOPS_CONFIG, SopsConfig, parse_sops_config
@@ -202,7 +202,7 @@ def _tainted_path(documents: list[Any], secrets: SecretSet, rule: dict[str, Any]
              for path, text in _plain_strings(doc, "", encrypted, unencrypted)]
     # One look over every plain text at once (NUL never occurs in a secret, so no window spans two texts):
     # a clean node, the usual case, costs one set intersection instead of one per field.
-    if not contains_secret("\0".join(text for _index, _path, text in found), secrets):
+    if not contains_secret("\0".join({text for _index, _path, text in found if len(text) >= WINDOW}), secrets):
         return None
     for index, path, text in found:
         if contains_secret(text, secrets):
@@ -266,6 +266,7 @@ def write_plaintext(path: Path, text: str) -> None:
 # also attaches it to the file (see _attach_facts), since the encrypt step may run in another
 # worker. A file creation is the dearest step of a render on many file systems: neither makes one.
 _HANDOFF: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+DOCUMENTS = "documents"  # the handed-over facts' key for the rendered documents (never in a sidecar)
 
 
 def _intent_sidecar(inventory: Inventory, node: Node) -> Path:
@@ -332,7 +333,8 @@ def _render(inventory: Inventory, node: Node) -> tuple[Path, Rendered]:
     facts = {"inputs": result.inputs, "rendered": digest, "shape": shape}
     identity = file_identity(path)
     if identity is not None:
-        _HANDOFF[str(path)] = (identity, facts)
+        # In process the documents travel too: encrypt need not parse the file render has just written.
+        _HANDOFF[str(path)] = (identity, {**facts, DOCUMENTS: result.documents})
     if _in_worker_process():
         _attach_facts(inventory, node, path, facts)
     return path, result

@@ -353,6 +353,7 @@ def _analyze(s: str) -> _Analysis:
 PLAIN, SINGLE, DOUBLE, LITERAL = "plain", "single", "double", "literal"
 
 
+@lru_cache(maxsize=16384)  # keys and plain values repeat across a fleet
 def _string_style(s: str, simple_key: bool) -> str:
     """The style go-yaml ends up with for a Go string that sops encodes into a node."""
     a = _analyze(s)
