@@ -647,12 +647,12 @@ class _Rules:
         if self.encrypted_suffix:
             encrypted = any(p.endswith(self.encrypted_suffix) for p in path)
         if self.unencrypted_regex:
-            search = _compiled(self.unencrypted_regex).search
-            if any(search(p) for p in path):
+            pattern = self.unencrypted_regex
+            if any(_key_matches(pattern, p) for p in path):
                 encrypted = False
         if self.encrypted_regex:
-            search = _compiled(self.encrypted_regex).search
-            encrypted = any(search(p) for p in path)
+            pattern = self.encrypted_regex
+            encrypted = any(_key_matches(pattern, p) for p in path)
         return encrypted
 
     def metadata(self) -> dict[str, Any]:
@@ -666,6 +666,12 @@ class _Rules:
 def _compiled(pattern: str) -> re.Pattern[str]:
     """A rule's regex compiled once (it is matched against every key of every leaf's path)."""
     return re.compile(pattern)
+
+
+@lru_cache(maxsize=65536)
+def _key_matches(pattern: str, key: str) -> bool:
+    # Every leaf asks about every key above it; the keys of a fleet's configs are few and repeat.
+    return _compiled(pattern).search(key) is not None
 
 
 def _rules_from_options(encrypted_regex: str | None, unencrypted_regex: str | None, mac_only: bool) -> _Rules:
@@ -1231,11 +1237,18 @@ def age_identities() -> list[str]:
     paths.append(str(default_key_file()))
     for path in paths:
         try:
-            with open(path, encoding="utf-8") as handle:
-                texts.append(handle.read())
+            info = os.stat(path)
+            texts.append(_key_file_text(path, info.st_ino, info.st_mtime_ns, info.st_size))
         except (OSError, UnicodeDecodeError):
             continue
     return texts
+
+
+@lru_cache(maxsize=8)
+def _key_file_text(path: str, inode: int, mtime_ns: int, size: int) -> str:
+    # Read once per run for a fleet (every node asks), again as soon as the file is replaced or edited.
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
 
 
 def load_yaml(text: str, *, path: str | None = None) -> list[dict[str, Any]]:

@@ -266,8 +266,12 @@ def parse_inventory(text: str, root: Path, source: str = INVENTORY_FILE) -> Inve
         raise _fail(f"renderer: unknown renderer '{renderer}' (known: {', '.join(RENDERERS)})", source,
                     lines, "renderer")
     patch_dir = (root / PATCH_DIR).resolve()
+    checked: set[str] = set()  # a shared patch is checked once, not once per node
     for node in nodes.values():
         for patch in (*shared, *role_patches.get(node.role, ()), *node.patches):
+            if patch in checked:
+                continue
+            checked.add(patch)
             path = root / PATCH_DIR / patch
             if not path.is_file():
                 raise PipelineError(
