@@ -11,6 +11,7 @@ hook: what is about to be committed). Each finding is one line naming the node o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterator, Mapping
@@ -37,6 +38,7 @@ from pipeline.sops.metadata import (
     scan_artefact,
 )
 from pipeline.state import git, ledger
+from pipeline.state import judged as judged_files
 from pipeline.state.ledger import LEDGER_FILE, Ledger
 from pipeline.talos.inventory import PATCH_DIR, load_inventory
 
@@ -401,6 +403,17 @@ def _staged_files(root: Path, entries: list[tuple[str, str, int]]) -> list[_Stag
             for path, sha in wanted]
 
 
+@functools.cache
+def _scanner_digest() -> str:
+    """Digest of the code that judges a tracked file: a new guard judges every file again."""
+    digest = hashlib.sha256(b"judged 1")
+    here = Path(__file__).resolve().parent
+    for name in ("scan.py", "textscan.py", "carriers.py"):
+        digest.update((here / name).read_bytes())
+    digest.update((here.parent / "sops" / "metadata.py").read_bytes())
+    return digest.hexdigest()
+
+
 def _judged_artefacts(staged: Mapping[str, _Staged], trusted: Mapping[str, str] | None) -> set[str]:
     # The same trust the work-tree scan gives the ledger (`doit check` and the hook judge every file).
     if trusted is None:
@@ -489,12 +502,21 @@ def scan_index(root: Path, worktree: bool = True, trusted: Mapping[str, str] | N
 
     staged = {item.path: item for item in _staged_files(root, entries)}
     judged = _judged_artefacts(staged, trusted)
+    # A promotion (``trusted``) reads again only the files that changed since they were judged clean.
+    blobs = {path: sha for path, sha, stage in entries if stage == 0}
+    remembered = judged_files.load(root, _scanner_digest()) if trusted is not None else set()
+    clean: set[str] = set()
     for item in staged.values():
         inside = _is_artefact(item.path)
         if worktree and inside and item.same_as_disk:
             continue  # the work-tree scan of encrypted/ has judged these very bytes
         if inside and judged and ledger.sha256_bytes(item.content) in judged:
             continue
+        name = f"{blobs.get(item.path)} {item.path}"
+        if name in remembered:
+            clean.add(name)
+            continue
+        before = len(findings)
         where = " (staged)" if worktree and not item.same_as_disk else ""
         text = item.content.decode(errors="replace")
         if item.path == LEDGER_FILE:
@@ -510,6 +532,10 @@ def scan_index(root: Path, worktree: bool = True, trusted: Mapping[str, str] | N
                 findings.extend(f"{line}{where}" for line in scan_any_file(item.content, item.path))
         elif not PLAINTEXT_NAMES.search(item.path):
             findings.extend(f"{line}{where}" for line in scan_any_file(item.content, item.path))
+        if len(findings) == before and item.path != LEDGER_FILE and item.path in blobs:
+            clean.add(name)
+    if trusted is not None and clean != remembered:
+        judged_files.save(root, _scanner_digest(), clean)
 
     bundle, ledger_item = staged.get(SECRETS_ARTEFACT), staged.get(LEDGER_FILE)
     if not worktree or not (bundle is None or bundle.same_as_disk) or not (ledger_item is None
