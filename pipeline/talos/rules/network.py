@@ -2,7 +2,8 @@
 ``pkg/machinery/config/types/network/*.go`` at v1.12.11 and v1.13.9 (each document's ``Validate`` and
 ``V1Alpha1ConflictValidate``; the latter called by ``pkg/machinery/config/container/container.go``).
 
-v1.11 registers none of these kinds (strict decoding refuses them there), so nothing here runs on v1.11.
+v1.11 registers none of these kinds but EthernetConfig (ethernet.go, the same at v1.11.6): strict decoding
+refuses the others there, so only the EthernetConfig rule runs on v1.11.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pipeline.talos.rules.base import (
 # Kinds sharing the link fields (addresses, routes): CommonLinkConfig.Validate (link.go).
 _LINK_KINDS = ("LinkConfig", "BondConfig", "BridgeConfig", "DummyLinkConfig", "VLANConfig")
 _NAMED_KINDS = (*_LINK_KINDS, "LinkAliasConfig", "DHCPv4Config", "DHCPv6Config", "Layer2VIPConfig",
-                "StaticHostConfig", "EthernetConfig")
+                "StaticHostConfig")
 
 
 def _link_common(doc: dict[Any, Any], add: Any) -> None:
@@ -62,6 +63,9 @@ def _duration_negative(text: Any) -> bool:
 def network_rules(documents: Any, version: str) -> list[RuleFinding]:
     """Every broken rule of the v1.12+ network documents, and their conflicts with the machine config."""
     findings: list[RuleFinding] = []
+    for index, doc in documents_of(documents, "EthernetConfig"):
+        if not is_set(doc.get("name")):
+            findings.append(RuleFinding(index, "EthernetConfig", ("name",), "name is required"))
     if version == "v1.11":
         return findings
     legacy = machine_config(documents)
