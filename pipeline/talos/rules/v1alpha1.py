@@ -39,6 +39,23 @@ Add = Callable[[Path, str], None]
 _BOND_MODES = ("", "balance-rr", "active-backup", "balance-xor", "broadcast", "802.3ad", "balance-tlb", "balance-alb")
 _HASH_POLICIES = ("", "layer2", "layer3+4", "layer2+3", "encap2+3", "encap3+4")
 _LACP_RATES = ("", "slow", "fast")
+_ARP_ALL_TARGETS = ("", "any", "all")
+_PRIMARY_RESELECT = ("", "always", "better", "failure")
+_FAIL_OVER_MAC = ("", "none", "active", "follow")
+_AD_SELECT = ("", "stable", "bandwidth", "count")
+# pkg/machinery/nethelpers/arpvalidate.go: the filter modes arrived in v1.12.
+_ARP_VALIDATE = {"v1.11": ("", "none", "active", "backup", "all")}
+_ARP_VALIDATE["v1.12"] = _ARP_VALIDATE["v1.13"] = (*_ARP_VALIDATE["v1.11"], "filter", "filter-active", "filter-backup")
+_TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+_OWNED_ANNOTATIONS = ("talos.dev/owned-labels", "talos.dev/owned-annotations", "talos.dev/owned-taints")
+_AUTHORIZER_TYPES = ("Node", "RBAC", "Webhook")
+_INSTALL_DISK_TYPES = ("nvme", "sd", "hdd", "ssd")
+# Kubernetes names (pkg/machinery/labels/validate.go): an optional DNS subdomain prefix, then a qualified name.
+_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_SUBDOMAIN = re.compile(rf"{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*")
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+# A key shown in a path only when it looks like a label key (a key could have been built from a secret).
+_SHOWABLE_KEY = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_./]{0,62}")
 _CNI_NAMES = ("flannel", "custom", "none")
 _ROLES = ("os:admin", "os:operator", "os:reader", "os:etcd:backup", "os:impersonator")
 # Kubelet settings Talos owns (pkg/machinery/kubelet/kubelet.go, ProtectedConfigurationFields).
@@ -54,10 +71,13 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _bond(bond: dict[Any, Any], at: Path, add: Add) -> None:
+def _bond(bond: dict[Any, Any], version: str, at: Path, add: Add) -> None:
     """Bond option names, and options only some modes (or none) accept (checkBond)."""
     mode = bond.get("mode") or ""
-    for key, allowed in (("mode", _BOND_MODES), ("xmitHashPolicy", _HASH_POLICIES), ("lacpRate", _LACP_RATES)):
+    names = (("mode", _BOND_MODES), ("xmitHashPolicy", _HASH_POLICIES), ("lacpRate", _LACP_RATES),
+             ("arpValidate", _ARP_VALIDATE[version]), ("arpAllTargets", _ARP_ALL_TARGETS),
+             ("primaryReselect", _PRIMARY_RESELECT), ("failOverMac", _FAIL_OVER_MAC), ("adSelect", _AD_SELECT))
+    for key, allowed in names:
         if (bond.get(key) or "") not in allowed:
             add((*at, key), f"invalid bond {key} (allowed: {', '.join(a for a in allowed if a)})")
     if mode not in _BOND_MODES:
@@ -145,7 +165,7 @@ def _addressing(item: dict[Any, Any], at: Path, add: Add, what: str) -> None:
             add((*at, "addresses", a), "not a valid IP address or CIDR")
 
 
-def _interfaces(machine: dict[Any, Any], is_worker: bool, add: Add) -> None:
+def _interfaces(machine: dict[Any, Any], version: str, is_worker: bool, add: Add) -> None:
     devices = as_list(get(machine, "network", "interfaces"))
     members: dict[str, int] = {}  # member link -> index of the bond/bridge that claims it
     for d, device in enumerate(devices):
@@ -186,7 +206,7 @@ def _interfaces(machine: dict[Any, Any], is_worker: bool, add: Add) -> None:
         if selector is not None and not as_dict(selector):
             add((*at, "deviceSelector"), "deviceSelector should contain at least one field")
         if isinstance(device.get("bond"), dict):
-            _bond(device["bond"], (*at, "bond"), add)
+            _bond(device["bond"], version, (*at, "bond"), add)
         if isinstance(device.get("wireguard"), dict):
             _wireguard(device["wireguard"], (*at, "wireguard"), add)
         for v, vlan in enumerate(as_list(device.get("vlans"))):
@@ -225,6 +245,69 @@ def _kubespan(doc: dict[Any, Any], version: str, add: Add) -> None:
                 add((*at, "filters", "excludeAdvertisedNetworks", i), "not a valid CIDR")
 
 
+def _qualified_name_problem(key: str) -> str | None:
+    """Why ``key`` is not a Kubernetes qualified name (``prefix/name``), or None."""
+    parts = key.split("/")
+    if len(parts) > 2:
+        return "invalid key format: too many slashes"
+    if len(parts) == 2:
+        prefix = parts[0]
+        if not prefix:
+            return "key prefix cannot be empty"
+        if len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix):
+            return "key prefix is not a valid DNS subdomain"
+    name = parts[-1]
+    if not name:
+        return "key name cannot be empty"
+    if len(name) > 63:
+        return "key name is too long (limit is 63)"
+    if not _QUALIFIED_NAME.fullmatch(name):
+        return "key name is invalid"
+    return None
+
+
+def _label_value_ok(value: Any) -> bool:
+    text = "" if value is None else str(value)
+    return len(text) <= 63 and (text == "" or bool(_QUALIFIED_NAME.fullmatch(text)))
+
+
+def _labels(machine: dict[Any, Any], add: Add) -> None:
+    """nodeLabels, nodeAnnotations and nodeTaints as Kubernetes accepts them (pkg/machinery/labels/validate.go)."""
+    def at(section: str, key: Any) -> Path:
+        shown = isinstance(key, str) and _SHOWABLE_KEY.fullmatch(key)
+        return ("machine", section, key) if shown else ("machine", section)
+
+    for key, value in sorted(as_dict(machine.get("nodeLabels")).items(), key=lambda kv: str(kv[0])):
+        problem = _qualified_name_problem(str(key))
+        if problem:
+            add(at("nodeLabels", key), f"invalid machine node label: {problem}")
+        if not _label_value_ok(value):
+            add(at("nodeLabels", key), "invalid machine node label: value is not a valid label value")
+    size = 0
+    for key, value in sorted(as_dict(machine.get("nodeAnnotations")).items(), key=lambda kv: str(kv[0])):
+        problem = _qualified_name_problem(str(key))
+        if problem:
+            add(at("nodeAnnotations", key), f"invalid machine node annotation: {problem}")
+        if key in _OWNED_ANNOTATIONS:
+            add(at("nodeAnnotations", key), "invalid machine node annotation: the key is reserved for Talos")
+        size += len(str(key)) + len("" if value is None else str(value))
+    if size > 256 * 1024:
+        add(("machine", "nodeAnnotations"), "total annotation size exceeds limit of 262144 bytes")
+    for key, value in sorted(as_dict(machine.get("nodeTaints")).items(), key=lambda kv: str(kv[0])):
+        problem = _qualified_name_problem(str(key))
+        if problem:
+            add(at("nodeTaints", key), f"invalid machine node taint: {problem}")
+            continue
+        text = "" if value is None else str(value)
+        taint_value, found, effect = text.partition(":")
+        if not found:
+            effect = taint_value
+        if effect not in _TAINT_EFFECTS:
+            add(at("nodeTaints", key), f"invalid machine node taint effect (allowed: {', '.join(_TAINT_EFFECTS)})")
+        elif found and not _label_value_ok(taint_value):
+            add(at("nodeTaints", key), "invalid machine node taint: value is not a valid label value")
+
+
 def _machine(doc: dict[Any, Any], version: str, add: Add) -> None:
     machine = as_dict(doc.get("machine"))
     machine_type = machine.get("type")
@@ -234,6 +317,13 @@ def _machine(doc: dict[Any, Any], version: str, add: Add) -> None:
     if version != "v1.11" and install.get("extraKernelArgs") and install.get("grubUseUKICmdline") is True:
         add(("machine", "install", "extraKernelArgs"),
             "install.extraKernelArgs and install.grubUseUKICmdline can't be used together")
+    selector = install.get("diskSelector")
+    if isinstance(selector, dict):  # metal-only (mode.RequiresInstall): InstallConfig.DiskMatchExpression
+        if is_set(selector.get("name")):
+            add(("machine", "install", "diskSelector", "name"), "install disk selector on name is not supported")
+        if is_set(selector.get("type")) and selector.get("type") not in _INSTALL_DISK_TYPES:
+            add(("machine", "install", "diskSelector", "type"),
+                f"unsupported install disk type (allowed: {', '.join(_INSTALL_DISK_TYPES)})")
     seen: set[str] = set()
     for e, ext in enumerate(as_list(install.get("extensions"))):
         image = str(as_dict(ext).get("image"))
@@ -247,7 +337,7 @@ def _machine(doc: dict[Any, Any], version: str, add: Add) -> None:
             "feature hostDNS.forwardKubeDNSToHost requires hostDNS.enabled to be true")
 
     if machine_type in ("controlplane", "init", "worker"):
-        _interfaces(machine, machine_type == "worker", add)
+        _interfaces(machine, version, machine_type == "worker", add)
 
     for d, disk in enumerate(as_list(machine.get("disks"))):
         if disk is None:
@@ -315,6 +405,8 @@ def _machine(doc: dict[Any, Any], version: str, add: Add) -> None:
     if is_set(algorithm) and algorithm not in ("v1", "v2"):
         add(("machine", "features", "nodeAddressSortAlgorithm"), "invalid node address sort algorithm (v1 or v2)")
 
+    _labels(machine, add)
+
     for section in ("config", "mirrors"):
         for name, value in as_dict(get(machine, "registries", section)).items():
             if value is None:
@@ -339,6 +431,40 @@ def _cni(cni: dict[Any, Any], version: str, add: Add) -> None:
         for u, url in enumerate(urls):
             if not endpoint_url_ok(url):
                 add((*at, "urls", u), "not a valid URL")
+
+
+def _control_plane_components(cluster: dict[Any, Any], add: Add) -> None:
+    """APIServerConfig, ControllerManagerConfig and SchedulerConfig ``Validate`` (v1alpha1_apiserverconfig.go,
+    v1alpha1_authorizaationconfigauthorizer.go, v1alpha1_resourcesconfig.go and the controller manager and
+    scheduler files). Talos stops at the first problem of each component."""
+    for component in ("apiServer", "controllerManager", "scheduler"):
+        config = as_dict(cluster.get(component))
+        problems: list[tuple[Path, str]] = []
+        authorization = as_list(config.get("authorizationConfig")) if component == "apiServer" else []
+        if authorization:
+            for arg in as_dict(config.get("extraArgs")):
+                if arg == "authorization-mode" or str(arg).startswith("authorization-webhook-"):
+                    problems.append((("cluster", component, "extraArgs", str(arg)),
+                                     f"extraArgs.{arg} cannot be used together with authorizationConfig"))
+                    break
+        for a, authorizer in enumerate(authorization):
+            authorizer = as_dict(authorizer)
+            here: Path = ("cluster", component, "authorizationConfig", a)
+            if not is_set(authorizer.get("type")):
+                problems.append(((*here, "type"), "authorizer type must be set"))
+            elif not is_set(authorizer.get("name")):
+                problems.append(((*here, "name"), "authorizer name must be set"))
+            elif authorizer.get("type") not in _AUTHORIZER_TYPES:
+                problems.append(((*here, "type"), f"authorizer type not allowed ({', '.join(_AUTHORIZER_TYPES)})"))
+        resources = as_dict(config.get("resources"))
+        for section in ("requests", "limits"):
+            for key in as_dict(resources.get(section)):
+                if key not in ("cpu", "memory"):
+                    shown = str(key) if _SHOWABLE_KEY.fullmatch(str(key)) else None
+                    path: Path = ("cluster", component, "resources", section, *((shown,) if shown else ()))
+                    problems.append((path, "unsupported pod resource (cpu or memory only)"))
+        if problems:
+            add(*problems[0])
 
 
 def _cluster(doc: dict[Any, Any], version: str, add: Add) -> None:
@@ -388,6 +514,8 @@ def _cluster(doc: dict[Any, Any], version: str, add: Add) -> None:
         for key in ("id", "secret"):
             if not is_set(cluster.get(key)):
                 add(("cluster", "discovery", "enabled"), f"cluster discovery service requires .cluster.{key}")
+
+    _control_plane_components(cluster, add)
 
     if machine_type in ("controlplane", "init"):
         cni = get(cluster, "network", "cni")
