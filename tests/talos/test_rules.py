@@ -31,6 +31,7 @@ V1ALPHA1 = "pkg/machinery/config/types/v1alpha1/v1alpha1_validation.go"
 NETWORK = "pkg/machinery/config/types/network/"
 BLOCK = "pkg/machinery/config/types/block/"
 CONTAINER = "pkg/machinery/config/container/container.go"
+LABELS = "pkg/machinery/labels/validate.go"
 EXTENSIONS = "pkg/machinery/config/types/runtime/extensions/service_config.go (ServiceConfigV1Alpha1.Validate)"
 
 Docs = list[dict[str, Any]]
@@ -248,6 +249,18 @@ CASES: list[Case] = [
     Case("bond-ad-actor-sys-prio-only-802.3ad", BOND_SRC, VERSIONS,
          interfaces(bond(mode="balance-xor", adActorSysPrio=100)), interfaces(bond(mode="802.3ad", adActorSysPrio=100)),
          "v1alpha1", (*IF0, "bond", "adActorSysPrio"), "only for 802.3ad mode"),
+    Case("bond-arp-validate-filter-from-v1.12", f"{BOND_SRC}; pkg/machinery/nethelpers/arpvalidate.go "
+         "(ARPValidateByName: filter modes from v1.12)", ("v1.11",),
+         interfaces(bond(mode="active-backup", arpValidate="filter")),
+         interfaces(bond(mode="active-backup", arpValidate="all")),
+         "v1alpha1", (*IF0, "bond", "arpValidate"), "invalid bond arpValidate"),
+    Case("bond-fail-over-mac-name", f"{BOND_SRC}; pkg/machinery/nethelpers/failovermac.go (FailOverMACByName)",
+         VERSIONS, interfaces(bond(mode="active-backup", failOverMac="2")),
+         interfaces(bond(mode="active-backup", failOverMac="follow")),
+         "v1alpha1", (*IF0, "bond", "failOverMac"), "invalid bond failOverMac"),
+    Case("bond-ad-select-name", f"{BOND_SRC}; pkg/machinery/nethelpers/adselect.go (ADSelectByName)", VERSIONS,
+         interfaces(bond(mode="802.3ad", adSelect="fastest")), interfaces(bond(mode="802.3ad", adSelect="bandwidth")),
+         "v1alpha1", (*IF0, "bond", "adSelect"), "invalid bond adSelect"),
     # --- v1alpha1: wireguard -----------------------------------------------------------------------------------
     Case("wireguard-private-key", f"{V1ALPHA1} (checkWireguard)", VERSIONS,
          interfaces({"interface": "wg0", "wireguard": {"privateKey": "not-a-key"}}),
@@ -318,8 +331,8 @@ CASES: list[Case] = [
     Case("talos-api-access-controlplane-only", CONFIG_SRC, VERSIONS,
          features(rbac=True, kubernetesTalosAPIAccess={"enabled": True, "allowedRoles": ["os:reader"]}),
          features(rbac=True, kubernetesTalosAPIAccess={"enabled": False}),
-         "v1alpha1", ("machine", "features", "kubernetesTalosAPIAccess", "enabled"), "only be enabled on control plane",
-         role="worker"),
+         "v1alpha1", ("machine", "features", "kubernetesTalosAPIAccess", "enabled"),
+         "only be enabled on control plane", role="worker"),
     Case("talos-api-access-roles", CONFIG_SRC, VERSIONS,
          features(rbac=True, kubernetesTalosAPIAccess={"enabled": True, "allowedRoles": ["os:root"]}),
          features(rbac=True, kubernetesTalosAPIAccess={"enabled": True, "allowedRoles": ["os:etcd:backup"]}),
@@ -348,6 +361,50 @@ CASES: list[Case] = [
          lambda docs: machine(docs)["install"].update(extraKernelArgs=["mitigations=off"], grubUseUKICmdline=True),
          lambda docs: machine(docs)["install"].update(extraKernelArgs=["mitigations=off"], grubUseUKICmdline=False),
          "v1alpha1", ("machine", "install", "extraKernelArgs"), "can't be used together"),
+    Case("node-label-key", f"{CONFIG_SRC}; {LABELS} (Validate, ValidateQualifiedName)", VERSIONS,
+         set_in(machine, "nodeLabels", {"topology.kubernetes.io/zone/a": "rack1"}),
+         set_in(machine, "nodeLabels", {"topology.kubernetes.io/zone": "rack1"}),
+         "v1alpha1", ("machine", "nodeLabels", "topology.kubernetes.io/zone/a"), "too many slashes"),
+    Case("node-label-value", f"{CONFIG_SRC}; {LABELS} (ValidateLabelValue)", VERSIONS,
+         set_in(machine, "nodeLabels", {"zone": "rack 1"}), set_in(machine, "nodeLabels", {"zone": "rack-1"}),
+         "v1alpha1", ("machine", "nodeLabels", "zone"), "not a valid label value"),
+    Case("node-annotation-reserved", f"{CONFIG_SRC}; {LABELS} (ValidateAnnotations)", VERSIONS,
+         set_in(machine, "nodeAnnotations", {"talos.dev/owned-labels": "[]"}),
+         set_in(machine, "nodeAnnotations", {"example.com/owner": "homelab"}),
+         "v1alpha1", ("machine", "nodeAnnotations", "talos.dev/owned-labels"), "reserved for Talos"),
+    Case("node-taint-effect", f"{CONFIG_SRC}; {LABELS} (ValidateTaints)", VERSIONS,
+         set_in(machine, "nodeTaints", {"dedicated": "gpu:NoScheduling"}),
+         set_in(machine, "nodeTaints", {"dedicated": "gpu:NoSchedule"}),
+         "v1alpha1", ("machine", "nodeTaints", "dedicated"), "invalid machine node taint effect"),
+    Case("install-disk-selector-name (metal-only)", "pkg/machinery/config/types/v1alpha1/v1alpha1_provider.go "
+         "(InstallConfig.DiskMatchExpression, called by Config.Validate)", VERSIONS,
+         lambda docs: machine(docs)["install"].__setitem__("diskSelector", {"name": "/dev/nvme0n1"}),
+         lambda docs: machine(docs)["install"].__setitem__("diskSelector", {"model": "Samsung*"}),
+         "v1alpha1", ("machine", "install", "diskSelector", "name"), "on name is not supported"),
+    Case("install-disk-selector-type (metal-only)", "pkg/machinery/config/types/v1alpha1/v1alpha1_provider.go "
+         "(InstallConfig.DiskMatchExpression, called by Config.Validate)", VERSIONS,
+         lambda docs: machine(docs)["install"].__setitem__("diskSelector", {"type": "nvm"}),
+         lambda docs: machine(docs)["install"].__setitem__("diskSelector", {"type": "nvme"}),
+         "v1alpha1", ("machine", "install", "diskSelector", "type"), "unsupported install disk type"),
+    Case("apiserver-authorizer-type", "pkg/machinery/config/types/v1alpha1/"
+         "v1alpha1_authorizaationconfigauthorizer.go (AuthorizationConfigAuthorizerConfig.Validate)", VERSIONS,
+         lambda docs: cluster(docs)["apiServer"].__setitem__("authorizationConfig", [{"type": "ABAC", "name": "a"}]),
+         lambda docs: cluster(docs)["apiServer"].__setitem__("authorizationConfig",
+                                                             [{"type": "Node", "name": "node"},
+                                                              {"type": "RBAC", "name": "rbac"}]),
+         "v1alpha1", ("cluster", "apiServer", "authorizationConfig", 0, "type"), "authorizer type not allowed"),
+    Case("apiserver-authorization-mode-arg", "pkg/machinery/config/types/v1alpha1/v1alpha1_apiserverconfig.go "
+         "(APIServerConfig.Validate)", VERSIONS,
+         lambda docs: cluster(docs)["apiServer"].update(
+             extraArgs={"authorization-mode": "Node,RBAC"}, authorizationConfig=[{"type": "Node", "name": "node"}]),
+         lambda docs: cluster(docs)["apiServer"].update(
+             extraArgs={"audit-log-maxage": "30"}, authorizationConfig=[{"type": "Node", "name": "node"}]),
+         "v1alpha1", ("cluster", "apiServer", "extraArgs", "authorization-mode"), "cannot be used together"),
+    Case("scheduler-resources-cpu-memory", "pkg/machinery/config/types/v1alpha1/v1alpha1_resourcesconfig.go "
+         "(ResourcesConfig.Validate, via SchedulerConfig.Validate)", VERSIONS,
+         lambda docs: cluster(docs)["scheduler"].__setitem__("resources", {"requests": {"nvidia.com/gpu": 1}}),
+         lambda docs: cluster(docs)["scheduler"].__setitem__("resources", {"requests": {"cpu": "10m"}}),
+         "v1alpha1", ("cluster", "scheduler", "resources", "requests", "nvidia.com/gpu"), "unsupported pod resource"),
     # --- v1alpha1: cluster ---------------------------------------------------------------------------------------
     Case("cluster-dns-domain", CLUSTER_SRC, VERSIONS,
          lambda docs: cluster(docs)["network"].__setitem__("dnsDomain", "cluster..local"),
