@@ -6,6 +6,8 @@ an import cycle. A finding names the document (index, kind) and the path of the 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 from collections.abc import Iterator
@@ -124,3 +126,18 @@ _NAME_CHARS = re.compile(r"[A-Za-z0-9-]*")
 def volume_name_chars_ok(name: str) -> bool:
     """Volume names: ASCII letters, digits and hyphens only (they become partition labels)."""
     return bool(_NAME_CHARS.fullmatch(name))
+
+
+def wireguard_key_ok(key: Any) -> bool:
+    """A WireGuard key: standard base64 of exactly 32 bytes."""
+    if not isinstance(key, str):
+        return False
+    try:
+        return len(base64.b64decode(key, validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
+
+
+def duration_negative(text: Any) -> bool:
+    """A Go duration string below zero (``-5s``); ``-0s`` is zero."""
+    return isinstance(text, str) and text.startswith("-") and bool(re.search(r"[1-9]", text))

@@ -1,7 +1,7 @@
 """Rules of the volume documents, ported from ``pkg/machinery/config/types/block/*.go`` (VolumeConfig,
-UserVolumeConfig, RawVolumeConfig, SwapVolumeConfig, ExistingVolumeConfig: ``Validate``, ``ProvisioningSpec``
-and ``FilesystemSpec`` ``Validate``, ``VolumeConfig.V1Alpha1ConflictValidate``) at v1.11.6, v1.12.11 and
-v1.13.9. Each version's differences are noted where they apply.
+UserVolumeConfig, RawVolumeConfig, SwapVolumeConfig, ExistingVolumeConfig ``Validate``; ``ProvisioningSpec``,
+``FilesystemSpec`` and ``EncryptionSpec`` (encryption.go) ``Validate``; ``VolumeConfig.V1Alpha1ConflictValidate``)
+at v1.11.6, v1.12.11 and v1.13.9. Each version's differences are noted where they apply.
 """
 
 from __future__ import annotations
@@ -63,6 +63,32 @@ def _provisioning(doc: dict[Any, Any], version: str, required: bool, sizes: bool
         add(at, "min size, max size and grow are not supported (volumeType disk)")
 
 
+def _encryption(doc: dict[Any, Any], version: str, add: Any) -> None:
+    """EncryptionSpec.Validate (encryption.go): luks2, at least one key, unique slots, each key with a source;
+    TPM PCRs 0-23 (v1.12+, where PCRs can be chosen)."""
+    spec = as_dict(doc.get("encryption"))
+    if not spec:
+        return
+    if spec.get("provider") != "luks2":
+        add(("encryption", "provider"), "unsupported encryption provider (luks2 only)")
+    keys = as_list(spec.get("keys"))
+    if not keys:
+        add(("encryption", "keys"), "encryption keys are required")
+    slots: set[Any] = set()
+    for k, key in enumerate(keys):
+        key = as_dict(key)
+        slot = key.get("slot") or 0
+        if slot in slots:
+            add(("encryption", "keys", k, "slot"), "duplicate key slot")
+        slots.add(slot)
+        if all(key.get(kind) is None for kind in ("static", "nodeID", "kms", "tpm")):
+            add(("encryption", "keys", k), "at least one encryption key type must be specified")
+        if version != "v1.11":
+            for i, pcr in enumerate(as_list(get(key, "tpm", "options", "pcrs"))):
+                if not isinstance(pcr, int) or not 0 <= pcr <= 23:
+                    add(("encryption", "keys", k, "tpm", "options", "pcrs", i), "TPM PCR is out of range (0-23)")
+
+
 def _filesystem(doc: dict[Any, Any], add: Any) -> None:
     """Filesystem type is xfs or ext4; project quota only on xfs (FilesystemSpec.Validate)."""
     fs = as_dict(doc.get("filesystem"))
@@ -106,6 +132,7 @@ def block_rules(documents: Any, version: str) -> list[RuleFinding]:
                 if as_dict(key).get("lockToState") is True:
                     add(("encryption", "keys", k, "lockToState"), "state-locked key is not allowed for STATE")
         _provisioning(doc, version, False, True, add)
+        _encryption(doc, version, add)
         legacy_encryption = get(legacy[1], "machine", "systemDiskEncryption", name.lower()) if legacy else None
         if version != "v1.11" and name in ("STATE", "EPHEMERAL") and is_set(doc.get("encryption")) \
                 and legacy and legacy_encryption is not None:
@@ -127,6 +154,7 @@ def block_rules(documents: Any, version: str) -> list[RuleFinding]:
         elif volume_type in ("disk", "partition"):
             _provisioning(doc, version, True, volume_type == "partition", add)
             _filesystem(doc, add)
+            _encryption(doc, version, add)
         else:
             add(("volumeType",), "unsupported volume type (partition, disk or directory)")
 
@@ -135,6 +163,7 @@ def block_rules(documents: Any, version: str) -> list[RuleFinding]:
             add = adder(index, kind)
             _name(doc, add, _MAX_NAME)
             _provisioning(doc, version, True, True, add)
+            _encryption(doc, version, add)
 
     for index, doc in documents_of(documents, "ExistingVolumeConfig"):
         add = adder(index, "ExistingVolumeConfig")

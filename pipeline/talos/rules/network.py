@@ -8,7 +8,6 @@ refuses the others there, so only the EthernetConfig rule runs on v1.11.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pipeline.talos.rules.base import (
@@ -17,15 +16,18 @@ from pipeline.talos.rules.base import (
     as_dict,
     as_list,
     documents_of,
+    duration_negative,
     get,
     is_set,
     machine_config,
     parse_cidr,
     parse_ip,
+    subnet_filter_ok,
+    wireguard_key_ok,
 )
 
 # Kinds sharing the link fields (addresses, routes): CommonLinkConfig.Validate (link.go).
-_LINK_KINDS = ("LinkConfig", "BondConfig", "BridgeConfig", "DummyLinkConfig", "VLANConfig")
+_LINK_KINDS = ("LinkConfig", "BondConfig", "BridgeConfig", "DummyLinkConfig", "VLANConfig", "WireguardConfig")
 _NAMED_KINDS = (*_LINK_KINDS, "LinkAliasConfig", "DHCPv4Config", "DHCPv6Config", "Layer2VIPConfig",
                 "StaticHostConfig")
 
@@ -55,9 +57,40 @@ def _link_common(doc: dict[Any, Any], add: Any) -> None:
                 add(("routes", i, key), f"route {i} {key} must be a valid IP address")
 
 
-def _duration_negative(text: Any) -> bool:
-    """A Go duration string below zero (``-5s``); ``-0s`` is zero."""
-    return isinstance(text, str) and text.startswith("-") and bool(re.search(r"[1-9]", text))
+def _wireguard(doc: dict[Any, Any], add: Any) -> None:
+    """WireguardConfig (wireguard.go, v1.12+): keys are base64 of 32 bytes, port and keepalive in range."""
+    if not is_set(doc.get("privateKey")):
+        add(("privateKey",), "wireguard private key must be specified")
+    elif not wireguard_key_ok(doc.get("privateKey")):
+        add(("privateKey",), "wireguard private key is invalid (not base64 of 32 bytes)")
+    port = doc.get("listenPort")
+    if isinstance(port, int) and not isinstance(port, bool) and not 0 <= port <= 65535:
+        add(("listenPort",), "wireguard listen port must be between 0 and 65535")
+    for p, peer in enumerate(as_list(doc.get("peers"))):
+        peer = as_dict(peer)
+        if not is_set(peer.get("publicKey")):
+            add(("peers", p, "publicKey"), "wireguard peer public key must be specified")
+        elif not wireguard_key_ok(peer.get("publicKey")):
+            add(("peers", p, "publicKey"), "wireguard peer public key is invalid (not base64 of 32 bytes)")
+        if is_set(peer.get("presharedKey")) and not wireguard_key_ok(peer.get("presharedKey")):
+            add(("peers", p, "presharedKey"), "wireguard peer preshared key is invalid (not base64 of 32 bytes)")
+        if duration_negative(peer.get("persistentKeepaliveInterval")):
+            add(("peers", p, "persistentKeepaliveInterval"), "persistent keepalive interval cannot be negative")
+
+
+def _kubespan(documents: Any, legacy: tuple[int, dict[Any, Any]] | None, findings: list[RuleFinding]) -> None:
+    """KubeSpanConfig (kubespan.go, v1.13): MTU and endpoint filters, and not next to the legacy section."""
+    for index, doc in documents_of(documents, "KubeSpanConfig"):
+        mtu = doc.get("mtu")
+        if isinstance(mtu, int) and not isinstance(mtu, bool) and mtu < 1280:
+            findings.append(RuleFinding(index, "KubeSpanConfig", ("mtu",), "kubespan link MTU must be at least 1280"))
+        for i, cidr in enumerate(as_list(get(doc, "filters", "endpoints"))):
+            if not subnet_filter_ok(cidr):
+                findings.append(RuleFinding(index, "KubeSpanConfig", ("filters", "endpoints", i),
+                                            "KubeSpan endpoint filter is not a valid IP or CIDR"))
+        if legacy is not None and get(legacy[1], "machine", "network", "kubespan") is not None:
+            findings.append(RuleFinding(legacy[0], "v1alpha1", ("machine", "network", "kubespan"),
+                                        "kubespan is already configured in v1alpha1 (conflicts with KubeSpanConfig)"))
 
 
 def network_rules(documents: Any, version: str) -> list[RuleFinding]:
@@ -96,6 +129,8 @@ def network_rules(documents: Any, version: str) -> list[RuleFinding]:
                     add(("parent",), "parent must be specified")
                 if doc.get("vlanMode") not in (None, "802.1q", "802.1ad"):
                     add(("vlanMode",), "vlanMode must be either '802.1q' or '802.1ad'")
+            elif kind == "WireguardConfig":
+                _wireguard(doc, add)
             elif kind == "LinkAliasConfig":
                 if version == "v1.13" and isinstance(name, str) and "%" in name:
                     prefix, _, suffix = name.partition("%")
@@ -117,10 +152,12 @@ def network_rules(documents: Any, version: str) -> list[RuleFinding]:
                 if kind == "StaticHostConfig" and not as_list(doc.get("hostnames")):
                     add(("hostnames",), "at least one hostname is required")
 
+    if version == "v1.13":
+        _kubespan(documents, legacy, findings)
     legacy_network = as_dict(get(legacy[1], "machine", "network")) if legacy else {}
     for index, doc in documents_of(documents, "TimeSyncConfig"):
         add = adder(index, "TimeSyncConfig")
-        if _duration_negative(doc.get("bootTimeout")):
+        if duration_negative(doc.get("bootTimeout")):
             add(("bootTimeout",), "bootTimeout cannot be negative")
         if doc.get("ntp") is not None and doc.get("ptp") is not None:
             add(("ptp",), "only one of ntp or ptp configuration can be specified")

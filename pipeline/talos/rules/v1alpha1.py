@@ -12,8 +12,6 @@ control plane endpoint, inline manifest names, persist) are not repeated here. O
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +30,7 @@ from pipeline.talos.rules.base import (
     parse_ip,
     split_url,
     subnet_filter_ok,
+    wireguard_key_ok,
 )
 
 Add = Callable[[Path, str], None]
@@ -112,23 +111,14 @@ def _bond(bond: dict[Any, Any], version: str, at: Path, add: Add) -> None:
             add((*at, key), f"bond.{key} is {why}")
 
 
-def _wireguard_key_ok(key: Any) -> bool:
-    if not isinstance(key, str):
-        return False
-    try:
-        return len(base64.b64decode(key, validate=True)) == 32
-    except (binascii.Error, ValueError):
-        return False
-
-
 def _wireguard(wg: dict[Any, Any], at: Path, add: Add) -> None:
     """Keys are base64 of 32 bytes, endpoints have a port, allowed IPs are CIDRs (checkWireguard)."""
-    if not _wireguard_key_ok(wg.get("privateKey")):
+    if not wireguard_key_ok(wg.get("privateKey")):
         add((*at, "privateKey"), "private key is invalid (not base64 of 32 bytes)")
     for p, peer in enumerate(as_list(wg.get("peers"))):
         peer = as_dict(peer)
         here = (*at, "peers", p)
-        if not _wireguard_key_ok(peer.get("publicKey")):
+        if not wireguard_key_ok(peer.get("publicKey")):
             add((*here, "publicKey"), "public key is invalid (not base64 of 32 bytes)")
         endpoint = peer.get("endpoint")
         if is_set(endpoint) and not re.fullmatch(r"(\[[^\]]+\]|[^:\[\]]+):[0-9]+", str(endpoint)):
