@@ -16,8 +16,6 @@ _LINKS["v1.13"] = (*_LINKS["v1.12"], "VRFConfig")
 _PAIRS = {"v1.11": (("UserVolumeConfig", "ExistingVolumeConfig"),),
           "v1.12": (("UserVolumeConfig", "ExistingVolumeConfig"), ("Layer2VIPConfig", "HCloudVIPConfig"))}
 _PAIRS["v1.13"] = _PAIRS["v1.12"]
-# Documents that are selectors applied to other documents (container.go's `selector`): not counted.
-_SELECTORS = ("NetworkRuleConfig",)
 
 
 def _group(kind: str, version: str) -> str:
@@ -43,8 +41,8 @@ def container_rules(documents: Any, version: str) -> list[RuleFinding]:
             if machine_configs > 1:
                 findings.append(RuleFinding(index, kind, (), "duplicate v1alpha1 config document"))
             continue
-        if kind in _SELECTORS:
-            continue
+        if "$patch" in doc:
+            continue  # a patch's delete selector (container.go's `selector`), not a document of its own
         name = doc.get("name")
         key = (_group(kind, version), "" if name is None else str(name))
         previous = seen.get(key)
