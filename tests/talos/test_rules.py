@@ -93,7 +93,8 @@ class Case:
     path: tuple[Any, ...]
     reason: str  # a part of the finding's reason
     role: str = "controlplane"
-    # False where the project's JSON schema refuses what Talos decodes (reported; not this module's to fix).
+    # False where the project's JSON schema refuses what Talos decodes (reported; not this module's to fix):
+    # a device's legacy `cidr` (v1.12+), a logging destination's `endpoint` string, `acceptedCAs` as a list.
     schema_ok: bool = True
 
 
@@ -352,6 +353,14 @@ CASES: list[Case] = [
          set_in(machine, "registries", {"mirrors": {"docker.io": None}}),
          set_in(machine, "registries", {"mirrors": {"docker.io": {"endpoints": ["https://mirror.lan"]}}}),
          "v1alpha1", ("machine", "registries", "mirrors", "docker.io"), "entry is null"),
+    Case("ca-or-accepted-cas", CONFIG_SRC, VERSIONS,
+         lambda docs: machine(docs).pop("ca"),
+         lambda docs: machine(docs).__setitem__("acceptedCAs", [{"crt": machine(docs).pop("ca")["crt"]}]),
+         "v1alpha1", ("machine", "ca"), "issuing CA or some accepted CAs are required", role="worker", schema_ok=False),
+    Case("worker-trusts-a-ca", CONFIG_SRC, VERSIONS,
+         lambda docs: machine(docs)["ca"].__setitem__("crt", ""),
+         lambda docs: machine(docs).__setitem__("acceptedCAs", [{"crt": machine(docs)["ca"].pop("crt")}]),
+         "v1alpha1", ("machine", "ca", "crt"), "trusted CA certificates are required", role="worker", schema_ok=False),
     Case("install-extensions-unique", CONFIG_SRC, VERSIONS,
          lambda docs: machine(docs)["install"].__setitem__(
              "extensions", [{"image": "ghcr.io/siderolabs/gvisor:1"}, {"image": "ghcr.io/siderolabs/gvisor:1"}]),

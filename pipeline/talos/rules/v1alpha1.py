@@ -302,6 +302,11 @@ def _machine(doc: dict[Any, Any], version: str, add: Add) -> None:
     machine = as_dict(doc.get("machine"))
     machine_type = machine.get("type")
     is_cp = machine_type in ("controlplane", "init")
+    ca, accepted = machine.get("ca"), as_list(machine.get("acceptedCAs"))
+    if ca is None and not accepted:
+        add(("machine", "ca"), "issuing CA or some accepted CAs are required (.machine.ca, .machine.acceptedCAs)")
+    elif machine_type == "worker" and isinstance(ca, dict) and not is_set(ca.get("crt")) and not accepted:
+        add(("machine", "ca", "crt"), "trusted CA certificates are required on non-controlplane nodes")
     install = as_dict(machine.get("install"))
     # metal-only (mode.RequiresInstall), v1.12+: UKI's command line replaces extraKernelArgs.
     if version != "v1.11" and install.get("extraKernelArgs") and install.get("grubUseUKICmdline") is True:
