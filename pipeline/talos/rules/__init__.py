@@ -8,7 +8,7 @@
 
 :func:`check` takes every document of one node and its version (``'v1.12'``) and returns
 :class:`RuleFinding` s: document index, kind, path (a tuple) and a reason that never quotes a value.
-Pure, and a leaf of the import graph: ``talos.schema`` calls it.
+Pure; imports nothing of the pipeline but the foundation, so ``talos.schema`` can call it.
 """
 
 from __future__ import annotations

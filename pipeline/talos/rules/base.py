@@ -1,6 +1,6 @@
 """What every ported rule shares: the finding it returns and the parsers Talos's checks rely on.
 
-A leaf module (no imports from the rest of the pipeline), so ``talos.schema`` may call the rules without
+Imports only the foundation (``pipeline.lazyre``), so ``talos.schema`` may call the rules without
 an import cycle. A finding names the document (index, kind) and the path of the field, never its value.
 """
 
@@ -12,6 +12,8 @@ import ipaddress
 import re
 from collections.abc import Iterator
 from typing import Any, NamedTuple
+
+from pipeline import lazyre
 
 MACHINE_CONFIG = "v1alpha1"
 PathKey = str | int
@@ -76,7 +78,7 @@ def parse_ip(text: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-_PREFIX_LEN = re.compile(r"[0-9]{1,3}")
+_PREFIX_LEN = lazyre.compile(r"[0-9]{1,3}")
 
 
 def parse_cidr(text: Any) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
@@ -100,7 +102,7 @@ def subnet_filter_ok(text: Any) -> bool:
     return isinstance(text, str) and ip_or_cidr_ok(text.removeprefix("!"))
 
 
-_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<host>[^/?#]*)(?P<path>[^?#]*)")
+_URL = lazyre.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<host>[^/?#]*)(?P<path>[^?#]*)")
 
 
 def split_url(text: Any) -> tuple[str, str, str] | None:
@@ -120,7 +122,7 @@ def endpoint_url_ok(text: Any) -> bool:
     return parts is not None and bool(parts[1])
 
 
-_NAME_CHARS = re.compile(r"[A-Za-z0-9-]*")
+_NAME_CHARS = lazyre.compile(r"[A-Za-z0-9-]*")
 
 
 def volume_name_chars_ok(name: str) -> bool:

@@ -6,9 +6,9 @@ at v1.11.6, v1.12.11 and v1.13.9. Each version's differences are noted where the
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from pipeline import lazyre
 from pipeline.talos.rules.base import (
     Path,
     RuleFinding,
@@ -30,7 +30,7 @@ _UNITS = {"": 1, "b": 1}
 for _power, _letter in enumerate("kmgtpe", start=1):
     _UNITS.update({_letter: 1000**_power, f"{_letter}b": 1000**_power,
                    f"{_letter}i": 1024**_power, f"{_letter}ib": 1024**_power})
-_SIZE = re.compile(r"([0-9][0-9,]*(?:\.[0-9]*)?)\s*([a-zA-Z]*)")
+_SIZE = lazyre.compile(r"([0-9][0-9,]*(?:\.[0-9]*)?)\s*([a-zA-Z]*)")
 
 
 def _bytes(value: Any) -> float | None:

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from pipeline import lazyre
 from pipeline.talos.rules.base import (
     MACHINE_CONFIG,
     Path,
@@ -51,10 +52,10 @@ _AUTHORIZER_TYPES = ("Node", "RBAC", "Webhook")
 _INSTALL_DISK_TYPES = ("nvme", "sd", "hdd", "ssd")
 # Kubernetes names (pkg/machinery/labels/validate.go): an optional DNS subdomain prefix, then a qualified name.
 _DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS1123_SUBDOMAIN = re.compile(rf"{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*")
-_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_DNS1123_SUBDOMAIN = lazyre.compile(rf"{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*")
+_QUALIFIED_NAME = lazyre.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 # A key shown in a path only when it looks like a label key (a key could have been built from a secret).
-_SHOWABLE_KEY = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_./]{0,62}")
+_SHOWABLE_KEY = lazyre.compile(r"[A-Za-z0-9][-A-Za-z0-9_./]{0,62}")
 _CNI_NAMES = ("flannel", "custom", "none")
 _ROLES = ("os:admin", "os:operator", "os:reader", "os:etcd:backup", "os:impersonator")
 # Kubelet settings Talos owns (pkg/machinery/kubelet/kubelet.go, ProtectedConfigurationFields).
@@ -63,7 +64,7 @@ _KUBELET_PROTECTED = (
     "protectKernelDefaults", "resolvConf", "rotateCertificates", "systemCgroups", "staticPodPath", "seccompDefault",
 )
 _KUBESPAN_MIN_MTU = 1280  # constants.KubeSpanLinkMinimumMTU
-_DNS_NAME = re.compile(r"([a-zA-Z0-9_][a-zA-Z0-9_-]{0,62})(\.[a-zA-Z0-9_][a-zA-Z0-9_-]{0,62})*[._]?")
+_DNS_NAME = lazyre.compile(r"([a-zA-Z0-9_][a-zA-Z0-9_-]{0,62})(\.[a-zA-Z0-9_][a-zA-Z0-9_-]{0,62})*[._]?")
 
 
 def _int(value: Any) -> int:
