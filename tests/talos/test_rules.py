@@ -758,6 +758,18 @@ def test_ignored_interfaces_skip_the_device_checks() -> None:
         assert rules.check(docs, version) == []
 
 
+def test_resolver_conflict_counts_only_legacy_nameservers_that_are_ips() -> None:
+    # Source: pkg/machinery/config/types/network/resolver.go (V1Alpha1ConflictValidate) asks Config.Resolvers
+    # (pkg/machinery/config/types/v1alpha1/v1alpha1_network_bridge.go), which keeps the entries that parse.
+    for version in V12:
+        docs = base(version)
+        docs.append({"apiVersion": "v1alpha1", "kind": "ResolverConfig", "nameservers": [{"address": "9.9.9.9"}]})
+        net(docs)["nameservers"] = []
+        assert rules.check(docs, version) == []
+        net(docs)["nameservers"] = ["dns.lan", "1.1.1.1"]
+        assert [f.path for f in rules.check(docs, version)] == [("machine", "network", "nameservers")]
+
+
 def test_talos_reports_only_the_first_time_sync_conflict() -> None:
     # Source: pkg/machinery/config/types/network/time_sync.go (V1Alpha1ConflictValidate) returns at the first.
     docs = base("v1.13")

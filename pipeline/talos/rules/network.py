@@ -175,7 +175,10 @@ def network_rules(documents: Any, version: str) -> list[RuleFinding]:
     for _index, _doc in documents_of(documents, "ResolverConfig"):
         if legacy is None:
             break
-        conflicts = (("searchDomains", lambda v: v is not None), ("nameservers", lambda v: v is not None),
+        # Talos counts the legacy nameservers that parse as IPs (Config.Resolvers); a present searchDomains
+        # list, even empty (Config.SearchDomains).
+        conflicts = (("searchDomains", lambda v: v is not None),
+                     ("nameservers", lambda v: any(parse_ip(n) is not None for n in as_list(v))),
                      ("disableSearchDomain", lambda v: v is True))
         for key, present in conflicts:
             if present(legacy_network.get(key)):
