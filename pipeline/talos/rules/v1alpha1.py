@@ -485,6 +485,8 @@ def _cluster(doc: dict[Any, Any], version: str, add: Add) -> None:
 
     etcd = cluster.get("etcd")
     if isinstance(etcd, dict) and machine_type in ("controlplane", "init"):
+        if etcd.get("ca") is None:
+            add(("cluster", "etcd", "ca"), "etcd CA is required (key/cert combination should not be empty)")
         if is_set(etcd.get("subnet")) and as_list(etcd.get("advertisedSubnets")):
             add(("cluster", "etcd", "subnet"), "etcd subnet can't be set when advertised subnets are set")
         for key in ("advertisedSubnets", "listenSubnets"):
