@@ -572,6 +572,16 @@ CASES: list[Case] = [
     Case("ethernet-name", f"{NETWORK}ethernet.go (EthernetConfigV1Alpha1.Validate)", VERSIONS,
          add_doc("EthernetConfig", rings={"rx": 256}), add_doc("EthernetConfig", name="enp1s0", rings={"rx": 256}),
          "EthernetConfig", ("name",), "name is required"),
+    Case("registry-mirror-endpoint-scheme", "pkg/machinery/config/types/cri/registry_mirror.go "
+         "(RegistryMirrorConfigV1Alpha1.Validate)", V12,
+         add_doc("RegistryMirrorConfig", name="docker.io", endpoints=[{"url": "oci://mirror.lan"}]),
+         add_doc("RegistryMirrorConfig", name="docker.io", endpoints=[{"url": "http://mirror.lan:5000"}]),
+         "RegistryMirrorConfig", ("endpoints", 0, "url"), "unsupported scheme"),
+    Case("registry-auth-one-method", "pkg/machinery/config/types/cri/registry_auth.go "
+         "(RegistryAuthConfigV1Alpha1.Validate)", V12,
+         add_doc("RegistryAuthConfig", name="ghcr.io", username="me", password="x", identityToken="y"),
+         add_doc("RegistryAuthConfig", name="ghcr.io", username="me", password="x"),
+         "RegistryAuthConfig", ("identityToken",), "only one of username/password or identityToken"),
     # --- volume documents ----------------------------------------------------------------------------------------
     Case("volume-config-system-volumes-only", f"{BLOCK}volume_config.go (VolumeConfigV1Alpha1.Validate)", VERSIONS,
          add_doc("VolumeConfig", name="DATA", provisioning={"maxSize": "10GiB"}),

@@ -3,6 +3,7 @@
 - :mod:`.v1alpha1`: the machine config (``v1alpha1_validation.go``, ``v1alpha1_logging.go``);
 - :mod:`.network`: HostnameConfig and the v1.12+ network documents (``types/network/*.go``);
 - :mod:`.block`: the volume documents (``types/block/*.go``);
+- :mod:`.cri`: the v1.12+ registry documents (``types/cri/*.go``);
 - :mod:`.extensions`: ExtensionServiceConfig (``types/runtime/extensions/service_config.go``);
 - :mod:`.container`: duplicate and conflicting documents (``config/container/container.go``).
 
@@ -19,6 +20,7 @@ from typing import Any
 from pipeline.talos.rules.base import RuleFinding
 from pipeline.talos.rules.block import block_rules
 from pipeline.talos.rules.container import container_rules
+from pipeline.talos.rules.cri import cri_rules
 from pipeline.talos.rules.extensions import extension_rules
 from pipeline.talos.rules.network import hostname_rules, network_rules
 from pipeline.talos.rules.v1alpha1 import v1alpha1_rules
@@ -29,6 +31,7 @@ __all__ = ["RuleFinding", "check"]
 def check(documents: Sequence[Any], version: str) -> list[RuleFinding]:
     """Every ported rule the documents break for ``version`` (``'v1.11'``, ``'v1.12'`` or ``'v1.13'``)."""
     findings: list[RuleFinding] = []
-    for family in (v1alpha1_rules, hostname_rules, network_rules, block_rules, extension_rules, container_rules):
+    for family in (v1alpha1_rules, hostname_rules, network_rules, cri_rules, block_rules, extension_rules,
+                   container_rules):
         findings.extend(family(documents, version))
     return findings
