@@ -452,69 +452,10 @@ def validate(
 def talos_rules(
     documents: Sequence[Any], contract: str, where: str = "", *, locate: Locate | None = None
 ) -> list[Finding]:
-    """Talos ``Validate()`` rules ported per version (the whole config: every document of one node).
+    """Talos ``Validate()`` rules ported per version, for every document of one node: see ``talos.rules``."""
+    from pipeline.talos import rules  # lazily: only validation needs the rules
 
-    - HostnameConfig (v1.12+), from pkg/machinery/config/types/network/hostname.go: ``Validate`` and
-      ``V1Alpha1ConflictValidate`` (called by pkg/machinery/config/container/container.go).
-    - v1alpha1 (v1.12+), from pkg/machinery/config/types/v1alpha1/v1alpha1_validation.go: extraKernelArgs
-      together with grubUseUKICmdline (Talos checks it in the modes that install, e.g. metal).
-    """
-    version = contract_version(contract)
-    findings: list[Finding] = []
-    machine_config = next(
-        ((i, d) for i, d in enumerate(documents) if isinstance(d, dict) and document_kind(d) == MACHINE_CONFIG), None
-    )
-    if version != "v1.11" and machine_config is not None:
-        mi, mc = machine_config
-        machine = mc.get("machine") if isinstance(mc.get("machine"), dict) else {}
-        install = machine.get("install") if isinstance(machine.get("install"), dict) else {}
-        if install.get("extraKernelArgs") and install.get("grubUseUKICmdline") is True:
-            path: tuple[PathKey, ...] = ("machine", "install", "extraKernelArgs")
-            reason = "install.extraKernelArgs and install.grubUseUKICmdline can't be used together"
-            findings.append(
-                Finding(where, mi, MACHINE_CONFIG, _fmt(path), reason, locate(mi, path) if locate else None)
-            )
-    if "HostnameConfig" not in _schema(version).kinds:
-        return findings
-
-    def add(index: int, kind: str, path: tuple[PathKey, ...], reason: str) -> None:
-        findings.append(Finding(where, index, kind, _fmt(path), reason, locate(index, path) if locate else None))
-
-    for index, doc in enumerate(documents):
-        if not isinstance(doc, dict) or document_kind(doc) != "HostnameConfig":
-            continue
-        auto, hostname = doc.get("auto"), doc.get("hostname") or ""
-        if auto is None and not hostname:
-            add(index, "HostnameConfig", (), "either 'auto' or 'hostname' must be set")
-        if auto not in (None, "off") and hostname:
-            # Pointed at the hostname: it is the usual late addition (a patch setting only `hostname:`).
-            add(index, "HostnameConfig", ("hostname",), "'auto' and 'hostname' cannot be set at the same time")
-        if auto is not None and auto not in ("off", "stable"):
-            add(index, "HostnameConfig", ("auto",), "invalid value for 'auto' (allowed: off, stable)")
-        if hostname:
-            text = str(hostname)
-            if len(text) > 253:
-                add(index, "HostnameConfig", ("hostname",), f"fqdn is too long: {len(text)}")
-            label = text.split(".", 1)[0]
-            if not label or len(label) > 63:
-                add(index, "HostnameConfig", ("hostname",), "invalid hostname (first label must be 1-63 characters)")
-        if machine_config is not None:
-            mi, mc = machine_config
-            machine = mc.get("machine") if isinstance(mc.get("machine"), dict) else {}
-            network = machine.get("network") if isinstance(machine.get("network"), dict) else {}
-            features = machine.get("features") if isinstance(machine.get("features"), dict) else {}
-            if network.get("hostname"):
-                add(
-                    mi,
-                    MACHINE_CONFIG,
-                    ("machine", "network", "hostname"),
-                    "static hostname is already set in v1alpha1 config (conflicts with HostnameConfig)",
-                )
-            elif features.get("stableHostname") is True:
-                add(
-                    mi,
-                    MACHINE_CONFIG,
-                    ("machine", "features", "stableHostname"),
-                    "stable hostname is already set in v1alpha1 config (conflicts with HostnameConfig)",
-                )
-    return findings
+    return [
+        Finding(where, f.doc_index, f.kind, _fmt(f.path), f.reason, locate(f.doc_index, f.path) if locate else None)
+        for f in rules.check(documents, contract_version(contract))
+    ]

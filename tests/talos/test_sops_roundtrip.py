@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,13 @@ PLAIN_TEXT = st.text(alphabet="abcxyz0123456789._+-", min_size=1, max_size=8).fi
 SCALAR_TEXT = st.one_of(st.sampled_from(ADVERSARIAL), PLAIN_TEXT)
 # What a user writes for a scalar: plain, or double-quoted (always a string).
 WRITTEN = st.one_of(SCALAR_TEXT, SCALAR_TEXT.map(lambda text: f'"{text}"'))
+# Node labels are Kubernetes names and values: Talos refuses others (pkg/machinery/labels/validate.go), so
+# labels draw only the adversarial texts that are valid label text (``0x1F``, ``1e3``, ``no``, ``2024-06-01`` ...).
+LABEL_RE = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+LABEL_TEXT = SCALAR_TEXT.filter(lambda text: LABEL_RE.fullmatch(text) is not None)
+LABEL_KEYS = st.lists(LABEL_TEXT.filter(lambda text: text not in ("null", "Null", "NULL")),
+                      min_size=1, max_size=4, unique=True)
+LABEL_WRITTEN = st.one_of(LABEL_TEXT, LABEL_TEXT.map(lambda text: f'"{text}"'))
 # Null keys are refused by the loader (Talos decodes keys into strings); "<<" is a merge key.
 KEYS = st.lists(SCALAR_TEXT.filter(lambda text: text not in ("<<", "~", "null", "Null", "NULL")),
                 min_size=1, max_size=4, unique=True)
@@ -55,12 +63,12 @@ def patches(draw: st.DrawFn) -> str:
     """A strategic merge patch's text, scalars written as typed by hand."""
     lines = ["machine:", "  install:", "    disk: /dev/sda"]  # talosctl's base has none; Talos needs one
 
-    def mapping(field: str, indent: str) -> None:
+    def mapping(field: str, indent: str, keys: Any = KEYS, values: Any = WRITTEN) -> None:
         lines.append(f"{indent}{field}:")
-        for key in draw(KEYS):
-            lines.append(f"{indent}  {key}: {draw(WRITTEN)}")
+        for key in draw(keys):
+            lines.append(f"{indent}  {key}: {draw(values)}")
 
-    mapping("nodeLabels", "  ")
+    mapping("nodeLabels", "  ", LABEL_KEYS, LABEL_WRITTEN)
     mapping("sysctls", "  ")
     lines.append("  kubelet:")
     mapping("extraArgs", "    ")
