@@ -7,8 +7,9 @@ plus ``decode_extras.json``: the fields Talos still decodes but leaves out of th
 - :func:`strict_check`: unknown kinds ("not registered") and unknown keys at any depth
   ("unknown keys found during decoding"), as Talos's decoder refuses them.
 - :func:`normalise_types`: values the schema types as strings become the string Talos decodes.
-- :func:`validate`: JSON-schema validation (Draft 2020-12) of every document, plus :func:`talos_rules`,
-  the Talos ``Validate()`` rules ported so far (HostnameConfig and extraKernelArgs/UKI, v1.12+).
+- :func:`validate`: JSON-schema validation (Draft 2020-12) of every document (a compiled yes/no check first,
+  :mod:`pipeline.talos.fastschema`; jsonschema words the errors), plus :func:`talos_rules`, Talos's own
+  ``Validate()`` rules per version (:mod:`pipeline.talos.rules`).
 
 Documents are plain parsed YAML (dicts). A finding names the document (index and kind) and a dotted
 path, never a value: values may be secrets.
@@ -91,6 +92,8 @@ def _schema(version: str) -> _Schema:
         defs.setdefault(def_name, copy.deepcopy(definition))
     for def_name, fields in extras.get("fields", {}).items():
         defs[def_name].setdefault("properties", {}).update(copy.deepcopy(fields))
+    for def_name, definition in extras.get("replace", {}).items():
+        defs[def_name] = copy.deepcopy(definition)  # the published schema's type is not what Talos decodes
     kinds: dict[str, str | None] = {}
     for branch in root["oneOf"]:
         def_name = branch["$ref"].rsplit("/", 1)[-1]

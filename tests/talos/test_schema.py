@@ -310,3 +310,31 @@ def test_extra_kernel_args_conflict_with_uki_cmdline_from_v1_12(version: str) ->
         ]
         docs[0]["machine"]["install"]["grubUseUKICmdline"] = False
         assert ts.validate(docs, version) == []
+
+
+# --- where the published schema is not what Talos decodes ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_fields_the_published_schema_mistypes_are_accepted_as_talos_decodes_them(version: str) -> None:
+    # Source: siderolabs/talos pkg/machinery/config/types/v1alpha1/v1alpha1_types.go: Endpoint.UnmarshalYAML reads a
+    # URL string; MachineConfig/ClusterConfig acceptedCAs are lists of PEMEncodedCertificate; Device.DeviceCIDR and
+    # Vlan.VlanCIDR (`cidr`) are still decoded. The JSON schema says object, object, and (v1.12+) unknown key.
+    patch = {"machine": {
+        "logging": {"destinations": [{"endpoint": "udp://10.0.0.5:5140/", "format": "json_lines"}]},
+        "acceptedCAs": [{"crt": "LS0tLS1CRUdJTi..."}],
+        "network": {"interfaces": [{"interface": "eth0", "cidr": "10.0.0.7/24",
+                                    "vlans": [{"vlanId": 20, "cidr": "10.20.0.7/24"}]}]},
+    }, "cluster": {"acceptedCAs": [{"crt": "LS0tLS1CRUdJTi..."}]}}
+    assert ts.strict_check([patch], version, "patches/logging.yaml", patch=True) == []
+    docs = base(version)
+    config = docs[0]
+    config["machine"].update(copy.deepcopy(patch["machine"]))
+    config["cluster"]["acceptedCAs"] = patch["cluster"]["acceptedCAs"]
+    assert [str(f) for f in ts.validate(docs, version)] == []
+    # ... and the wrong shapes are still refused, by type.
+    config["machine"]["acceptedCAs"] = {"crt": "x"}
+    config["machine"]["logging"]["destinations"][0]["endpoint"] = {"host": "x"}
+    found = {(f.path, f.reason) for f in ts.validate(docs, version)}
+    assert ("machine.acceptedCAs", "must be of type array") in found
+    assert ("machine.logging.destinations[0].endpoint", "must be of type string") in found
