@@ -38,6 +38,7 @@ from pipeline.sops.config import SOPS_CONFIG, load_sops_config, parse_sops_confi
 from pipeline.state import git, ledger
 from pipeline.state.ledger import LEDGER_FILE, sha256_bytes, sha256_file
 from pipeline.talos.inventory import INVENTORY_FILE, ROLES, Inventory
+from pipeline.talos.yaml import load_documents
 
 Emit = Callable[[str], None]
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -109,12 +110,8 @@ def _read_input(root: Path, given: Path) -> _Input:
 
 
 def _parse(text: str, name: str) -> list[Any]:
-    try:
-        return [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc is not None]
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        raise PipelineError(f"not valid YAML: {getattr(error, 'problem', None) or 'parse error'}", path=name,
-                            line=mark.line + 1 if mark is not None else None) from None
+    # Typed as talosctl and sops (go-yaml v3) read them: what is imported is what the cluster holds.
+    return [doc for doc in load_documents(text, name) if doc is not None]
 
 
 def _bundle_of(root: Path, inputs: ImportInputs) -> tuple[dict, dict[str, _Input], list[str]]:

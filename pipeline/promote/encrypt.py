@@ -28,7 +28,7 @@ from pipeline.sops.config import CreationRule
 from pipeline.state import ledger
 from pipeline.state.integrity import verify_ciphertext
 from pipeline.state.journal import journal_entry, journaled_entry
-from pipeline.state.ledger import LEDGER_FILE, Ledger, file_identity, sha256_file
+from pipeline.state.ledger import LEDGER_FILE, Ledger, file_identity
 from pipeline.talos.inventory import Inventory, Node
 from pipeline.talos.yaml import load_documents
 
@@ -236,11 +236,15 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
         digest = ledger.keyed_digest(documents(), ledger.canonical(shape))
 
     entry = _ledger_entry(inventory, node)
-    current_sha = sha256_file(root / artefact)
+    try:
+        current_bytes: bytes | None = (root / artefact).read_bytes()  # read once: hashed, then parsed
+    except FileNotFoundError:
+        current_bytes = None
+    current_sha = ledger.sha256_bytes(current_bytes) if current_bytes is not None else None
     artefact_known = current_sha is not None and entry.get("artefact_sha256") == current_sha
     unchanged = False
-    if current_sha is not None:
-        current_text = (root / artefact).read_text(encoding="utf-8")
+    if current_bytes is not None:
+        current_text = current_bytes.decode("utf-8", errors="replace")  # garbage: judged as not SOPS below
         if entry.get("artefact_sha256") == current_sha and digest is not None:
             # New recipients (a rekey) rewrite it too; asked last, as it parses the artefact.
             unchanged = entry.get("rendered") == digest and _same_recipients(current_text, rule.recipients)
@@ -263,16 +267,16 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
     # The rendered file is read and parsed once: what the engine encrypts is what the integrity check
     # compares with render's digest (engine off, or a file it cannot type: the check parses it itself).
     checked = None
+    handed = rendered.get(DOCUMENTS) if engine.engine_enabled() else None
     if not unchanged:
-        handed = rendered.get(DOCUMENTS)
-        checked = handed if handed and engine.engine_enabled() else _rendered_for_engine(plain)
+        checked = handed or _rendered_for_engine(plain)
     if not unchanged:
         if current_sha is None:
             written = write_artefact(root, artefact, plain, rule, None, "new artefact", checked)
         elif not artefact_known:
             written = write_artefact(root, artefact, plain, rule, None, "unknown artefact", checked)
         else:
-            written = write_artefact(root, artefact, plain, rule, current_text.encode(), documents=checked)
+            written = write_artefact(root, artefact, plain, rule, current_bytes, documents=checked)
         case, fallback = written.case, written.fallback
         if written.data is None:  # the same documents after all (e.g. only the rule's shape moved)
             unchanged = True
@@ -283,8 +287,9 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
         if findings:
             raise PipelineError(f"sops output failed the guard, artefact left as it was: {findings[0]}",
                                 path=artefact)
-        verify_ciphertext(ciphertext, artefact, plain, rendered_path(inventory, node), digest, shape, scanned=True,
-                          documents=checked)
+        # Documents handed over by render are the very ones its digest was taken of: no second digest.
+        verify_ciphertext(ciphertext, artefact, plain, rendered_path(inventory, node),
+                          None if handed else digest, shape, scanned=True, documents=checked)
         # Synced before the ledger records it (flush_ledger), in one batch at the end of the run; a
         # `doit -n N` worker syncs its own artefacts as it goes, in parallel, off that serial tail.
         ledger.atomic_write(root / artefact, ciphertext, durable=_in_worker_process())

@@ -32,6 +32,7 @@ from pipeline.sops.config import VARS_RULE, CreationRule, SopsConfig, load_sops_
 from pipeline.state import ledger
 from pipeline.state.ledger import Ledger, canonical, file_identity, sha256_file
 from pipeline.talos.inventory import ROLES
+from pipeline.talos.yaml import load_documents
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -157,10 +158,12 @@ def forget() -> None:
 
 
 def _parse_vars(text: str) -> dict[str, Any]:
+    # A variable is typed as sops (go-yaml v3) wrote it: `on`, `0o17` or `2024-06-01` are what Talos reads.
     try:
-        data = yaml.load(text, Loader=_LOADER)
-    except yaml.YAMLError:
+        documents = load_documents(text, VARS_ARTEFACT)
+    except PipelineError:
         raise PipelineError("decrypts to something that is not YAML", path=VARS_ARTEFACT) from None
+    data = documents[0] if documents else None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -195,7 +198,7 @@ def _hmac_key(root: Path) -> bytes:
         rel = base_artefact(role)
         if (root / rel).is_file():
             def load(rel: str = rel) -> bytes | None:
-                docs = [doc for doc in yaml.load_all(sops.decrypt(rel, root), Loader=_LOADER) if doc is not None]
+                docs = [doc for doc in load_documents(sops.decrypt(rel, root), rel) if doc is not None]
                 return ledger.derive_key(docs)
             key = _cached_plain(root, rel, load)
             if key:
@@ -302,9 +305,9 @@ def var_taints(values: dict[str, Any], names: list[str], source: str) -> list[Ta
 def sealed_taints(root: Path, source: str) -> list[Taint]:
     """Taints for every value an encrypted patch holds encrypted (its plain fields were public anyway)."""
     try:
-        cipher = [doc for doc in yaml.load_all((root / source).read_text(encoding="utf-8"), Loader=_LOADER)]
-        plain = [doc for doc in yaml.load_all(sealed_text(root, source), Loader=_LOADER)]
-    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        cipher = load_documents((root / source).read_text(encoding="utf-8"), source)
+        plain = load_documents(sealed_text(root, source), source)
+    except (PipelineError, OSError, UnicodeDecodeError):
         return []
     out: list[Taint] = []
     for enc, dec in zip(cipher, plain, strict=False):

@@ -12,20 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.errors import PipelineError
 from pipeline.sops import metadata
 from pipeline.state import ledger
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from pipeline.talos.yaml import load_documents
 
 
 def _rendered_documents(plain: Path, rendered: str) -> list[Any]:
+    # Read as Talos and sops read it (go-yaml v3 typing): what render's digest was taken of.
     try:
         text = plain.read_text(encoding="utf-8")
-        documents = [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc is not None]
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        documents = [doc for doc in load_documents(text, rendered) if doc is not None]
+    except (OSError, UnicodeDecodeError, PipelineError):
         documents, text = [], ""
     # The renderer's dump always ends with a newline: a file that does not was cut short.
     if not documents or not text.endswith("\n"):

@@ -118,14 +118,16 @@ def flush_ledger(root: Path) -> None:
         return
     with ledger.updating(root) as record:
         merged: list[Path] = []
-        for path in journals:
-            for name, entry in _read_journal(path):
-                artefact = entry.get("artefact")
-                # A journal is a file under rendered/: its paths get the ledger's confinement too.
-                if ledger.confined_artefact(root, artefact) is not None \
-                        and sha256_file(root / artefact) == entry.get("artefact_sha256"):
-                    record.nodes[name] = entry
-                    merged.append(root / artefact)
+        entries = [item for path in journals for item in _read_journal(path)]
+        # A journal is a file under rendered/: its paths get the ledger's confinement too (the folder
+        # is judged once for the whole batch, each file on its own).
+        folder_ok = bool(entries) and ledger.confined_folder(root)
+        for name, entry in entries:
+            artefact = entry.get("artefact")
+            if folder_ok and ledger.confined_artefact(root, artefact, folder_checked=True) is not None \
+                    and sha256_file(root / artefact) == entry.get("artefact_sha256"):
+                record.nodes[name] = entry
+                merged.append(root / artefact)
         # Encrypt writes artefacts without an fsync each (a kill never sees a partial file, and
         # one sync per node was a tenth of a fleet's promotion); the ledger never records an
         # artefact that a power cut could still take back.

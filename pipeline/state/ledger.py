@@ -145,18 +145,27 @@ def is_sealed_patch_path(value: Any) -> bool:
             and not any(part in ("..", ".", "") for part in parts) and parts[-1].endswith((".sops.yaml", ".sops.yml")))
 
 
-def confined_artefact(root: Path, rel: Any) -> Path | None:
+def confined_folder(root: Path) -> bool:
+    """Whether the repository's encrypted/ is its own folder (not a symlink, not resolving elsewhere)."""
+    folder = root / ENCRYPTED_DIR
+    try:
+        return not folder.is_symlink() and folder.resolve() == root.resolve() / ENCRYPTED_DIR
+    except OSError:
+        return False
+
+
+def confined_artefact(root: Path, rel: Any, *, folder_checked: bool = False) -> Path | None:
     """The artefact file ``rel`` names, if it is a regular file inside the repository's own encrypted/.
 
     None for a name that is not an artefact's, a folder `encrypted/` that is a symlink (or resolves
     elsewhere), a symlink, or anything but a regular file: callers may delete or trust what this returns.
+    ``folder_checked``: the caller has just judged the folder with :func:`confined_folder` (a batch).
     """
     if not is_artefact_path(rel):
         return None
-    folder = root / ENCRYPTED_DIR
+    if not folder_checked and not confined_folder(root):
+        return None
     try:
-        if folder.is_symlink() or folder.resolve() != root.resolve() / ENCRYPTED_DIR:
-            return None
         path = root / rel
         info = path.lstat()
     except OSError:

@@ -135,6 +135,12 @@ _GO_BOOLS = {**dict.fromkeys(("y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "
 _JINJA_OPENERS = re.compile(r"\{\{|\{%|\{#")
 
 
+def _secret_var(text: str) -> str:
+    """A variable name (letters, digits, _; not starting with a digit) made from node and interface names."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", text)
+    return name if not name[:1].isdigit() else f"_{name}"
+
+
 def _jinja_literal(text: str) -> str:
     """``text`` as a jinja2 template that renders to exactly ``text`` (our patches are templates)."""
     return _JINJA_OPENERS.sub(lambda match: "{{ '" + match.group(0) + "' }}", text)
@@ -335,6 +341,7 @@ class _Converter:
         self.file_patches: dict[str, str] = {}  # talconfig-relative path -> patch name
         self.unconverted: list[str] = []
         self.notes: list[str] = []
+        self.secret_refs: dict[str, str] = {}  # stand-in in a patch -> the encrypted variable it reads
         self.labels_noted = False
 
     # -- values
@@ -628,10 +635,14 @@ class _Converter:
                 for number, item in enumerate(interfaces):
                     wireguard = item.get("wireguard")
                     if isinstance(wireguard, dict) and wireguard.get("privateKey"):
-                        # A secret never goes into a plaintext patch (the guard refuses to commit one).
-                        item["wireguard"] = {key: value for key, value in wireguard.items() if key != "privateKey"}
-                        self.unconverted.append(f"{if_where}[{number}].wireguard.privateKey (a secret: patches are "
-                                                "plaintext in git; it stays in the talconfig)")
+                        # A secret never goes into a plaintext patch (the guard refuses to commit one): the
+                        # patch reads an encrypted variable instead, which the user sets once (doit secrets set).
+                        var = _secret_var(f"{name}_{item.get('interface') or number}_wireguard_private_key")
+                        token = f"TALHELPER_SECRET_{var}"
+                        self.secret_refs[token] = var
+                        item["wireguard"] = {**wireguard, "privateKey": token}
+                        self.notes.append(f"{if_where}[{number}].wireguard.privateKey is a secret: the patch reads "
+                                          f"secrets.{var}; set it once with: doit secrets set {var}")
         if network:
             machine["network"] = network
         install: dict[str, Any] = {}
@@ -674,7 +685,10 @@ class _Converter:
         documents: list[dict[str, Any]] = ([{"machine": machine}] if machine else []) + extra_docs
         patches: list[str] = []
         if documents:
-            patches.append(self.add_patch(f"{PATCH_PREFIX}node-{name}.yaml", _jinja_literal(_dump_all(documents))))
+            text = _jinja_literal(_dump_all(documents))
+            for token, var in self.secret_refs.items():
+                text = text.replace(token, f'"{{{{ secrets.{var} }}}}"')
+            patches.append(self.add_patch(f"{PATCH_PREFIX}node-{name}.yaml", text))
         if not self.flag(node_typed.get("overridePatches"), f"{where}.overridePatches"):
             patches += group_patches
         patches += self.patch_list(node_raw.get("patches"), f"{where}.patches", f"{name}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -29,9 +30,12 @@ UNCONVERTED = ("worker.ingressFirewall", "worker.schematic", "nodes[kmaster1].ex
                "nodes[kmaster1].userVolumes", "nodes[kmaster1].volumes", "nodes[kmaster1].ingressFirewall",
                "nodes[kmaster1].machineSpec", "nodes[kmaster1].schematic", "nodes[kmaster1].machineFiles",
                "nodes[kmaster1].nodeAnnotations", "nodes[kmaster1].nodeTaints", "nodes[kmaster1].kernelModules",
-               "nodes[kmaster1].nodeLabels.isSecureBootEnabled (talhelper Go template)",
-               "nodes[kmaster1].networkInterfaces[1].wireguard.privateKey (a secret: patches are plaintext in git; "
-               "it stays in the talconfig)")
+               "nodes[kmaster1].nodeLabels.isSecureBootEnabled (talhelper Go template)")
+WIREGUARD_VAR = "kmaster1_wg0_wireguard_private_key"
+
+
+WIREGUARD_KEY = yaml.safe_load((TALHELPER / "talconfig.yaml").read_text())["nodes"][0]["networkInterfaces"][1][
+    "wireguard"]["privateKey"]
 
 
 def output(result: subprocess.CompletedProcess[str]) -> str:
@@ -79,9 +83,20 @@ def test_talhelper_cluster_moves_over_with_its_identity(fresh: Repo, tmp_path: P
         for patch in node["patches"]:
             assert (fresh.path / "patches" / patch).is_file()
 
+    # The WireGuard private key is a secret: the patch reads an encrypted variable the user sets once.
+    assert f"doit secrets set {WIREGUARD_VAR}" in text
+    patch_text = (fresh.path / "patches" / "talhelper-node-kmaster1.yaml").read_text()
+    assert f"secrets.{WIREGUARD_VAR}" in patch_text and WIREGUARD_KEY not in patch_text
+    unset = fresh.doit()
+    assert unset.returncode == 1 and f"doit secrets set {WIREGUARD_VAR}" in output(unset)
+    setting = subprocess.run([sys.executable, "-m", "doit", "secrets", "set", WIREGUARD_VAR], cwd=fresh.path,
+                             env=fresh.env, input=WIREGUARD_KEY + "\n", capture_output=True, text=True, check=False)
+    assert setting.returncode == 0, output(setting)
     promoted = fresh.doit()
     assert promoted.returncode == 0, output(promoted)
-    fresh.git("add", ".sops.yaml", "cluster.yaml", "patches")
+    decrypted = fresh.sops("--decrypt", "encrypted/home-cluster-kmaster1.encrypted.yaml")
+    assert WIREGUARD_KEY in decrypted.stdout  # Talos gets the key; git only ever holds it encrypted
+    fresh.git("add", ".sops.yaml", "cluster.yaml", "patches", "encrypted/vars.encrypted.yaml")
     fresh.git("commit", "-qm", "from talhelper")
     assert fresh.git("status", "--porcelain") == ""
     assert_identity(fresh, bundle, {"encrypted/home-cluster-kmaster1.encrypted.yaml": "controlplane",

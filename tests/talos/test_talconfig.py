@@ -89,6 +89,13 @@ def test_example_cluster_fields(example_repo: Inventory) -> None:
 
 
 def test_example_controlplane_renders_every_converted_field(example_repo: Inventory, bundle: dict) -> None:
+    # The user has set the WireGuard key the import moved into an encrypted variable: stood in here by its value.
+    key = yaml.safe_load((EXAMPLE / "talconfig.yaml").read_text())["nodes"][0]["networkInterfaces"][1]["wireguard"][
+        "privateKey"]
+    patch = example_repo.root / "patches" / "talhelper-node-kmaster1.yaml"
+    patch_text = patch.read_text()
+    assert key not in patch_text and '"{{ secrets.kmaster1_wg0_wireguard_private_key }}"' in patch_text
+    patch.write_text(patch_text.replace("{{ secrets.kmaster1_wg0_wireguard_private_key }}", key))
     talconfig = yaml.safe_load((EXAMPLE / "talconfig.yaml").read_text())
     node = talconfig["nodes"][0]
     documents = render(example_repo, "kmaster1", bundle)
@@ -104,11 +111,10 @@ def test_example_controlplane_renders_every_converted_field(example_repo: Invent
     assert "home-cluster.local" in cluster["apiServer"]["certSANs"]  # additionalApiServerCertSans
     assert "192.168.200.10" in machine["certSANs"]  # additionalMachineCertSans -> machine.certSANs
     # networkInterfaces -> machine.network.interfaces (as given)
-    # (as given, except the WireGuard private key: a secret never goes into a plaintext patch)
+    # (as given: the WireGuard private key arrives through secrets.NAME, never in the plaintext patch)
     given = [dict(item) for item in node["networkInterfaces"]]
-    given[1]["wireguard"] = {k: v for k, v in given[1]["wireguard"].items() if k != "privateKey"}
     assert machine["network"]["interfaces"] == given
-    assert "privateKey" not in (example_repo.root / "patches" / "talhelper-node-kmaster1.yaml").read_text()
+    patch.write_text(patch_text)
     assert [i.get("interface") for i in machine["network"]["interfaces"]] == ["bond0", "wg0", None]
     assert machine["network"]["interfaces"][0]["mtu"] == 1500
     assert machine["network"]["interfaces"][2]["deviceSelector"]["hardwareAddr"] == "00:30:93:12:31:78"
@@ -163,8 +169,6 @@ def test_example_unconverted_fields_are_listed_by_name(example: TalconfigImport)
         "nodes[kmaster1].machineFiles", "nodes[kmaster1].nodeAnnotations",
         "nodes[kmaster1].nodeTaints", "nodes[kmaster1].kernelModules",
         "nodes[kmaster1].nodeLabels.isSecureBootEnabled (talhelper Go template)",
-        "nodes[kmaster1].networkInterfaces[1].wireguard.privateKey (a secret: patches are plaintext in git; it "
-        "stays in the talconfig)",
     ])
 
 
@@ -399,8 +403,9 @@ def test_empty_talenv_value_is_refused_like_talhelper(tmp_path: Path) -> None:
 def test_notes_say_what_behaves_differently(example: TalconfigImport) -> None:
     notes = "\n".join(example.notes)
     assert "exclude-from-external-load-balancers" in notes
-    assert "nodes[kmaster1].networkInterfaces[1].wireguard.privateKey (a secret: patches are plaintext in git; it " \
-        "stays in the talconfig)" in example.unconverted
+    assert ("nodes[kmaster1].networkInterfaces[1].wireguard.privateKey is a secret: the patch reads "
+            "secrets.kmaster1_wg0_wireguard_private_key; set it once with: doit secrets set "
+            "kmaster1_wg0_wireguard_private_key") in example.notes
     assert "talenv myDomainName substituted in domain" in notes
 
 
