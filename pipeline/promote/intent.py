@@ -137,8 +137,15 @@ def _inside_patches(path: Path, source: str) -> None:
 
 
 def _read_patch(path: Path, source: str) -> str:
-    _inside_patches(path, source)
     identity = file_identity(path)
+    key = (str(path), identity)
+    if key not in _CONFINED:
+        # Once per file state (each node reads a shared patch twice per run): a symlink swapped in later
+        # is another file state, and is judged again.
+        _inside_patches(path, source)
+        if len(_CONFINED) > 65536:
+            _CONFINED.clear()
+        _CONFINED.add(key)
     try:
         if identity is None:
             raise FileNotFoundError(path)
@@ -147,6 +154,9 @@ def _read_patch(path: Path, source: str) -> str:
         raise PipelineError("patch file does not exist", path=source) from None
     except UnicodeDecodeError:
         raise PipelineError("patch file is not UTF-8 text", path=source) from None
+
+
+_CONFINED: set[tuple[str, Any]] = set()
 
 
 def _patch_line(patch: Patch) -> str:
