@@ -500,12 +500,14 @@ def scan_index(root: Path, worktree: bool = True, trusted: Mapping[str, str] | N
         if stage == 0 and (path.startswith(f"{RENDERED_DIR}/") or PLAINTEXT_NAMES.search(path)):
             findings.append(f"{path}: plaintext is tracked or staged (git rm --cached {path})")
 
-    staged = {item.path: item for item in _staged_files(root, entries)}
-    judged = _judged_artefacts(staged, trusted)
-    # A promotion (``trusted``) reads again only the files that changed since they were judged clean.
+    # A promotion (``trusted``) reads again only the files that changed since they were judged clean:
+    # a file outside encrypted/ whose staged blob was judged clean is not even read.
     blobs = {path: sha for path, sha, stage in entries if stage == 0}
     remembered = judged_files.load(root, _scanner_digest()) if trusted is not None else set()
-    clean: set[str] = set()
+    known = {path for path, sha in blobs.items() if f"{sha} {path}" in remembered and not _is_artefact(path)}
+    clean: set[str] = {f"{blobs[path]} {path}" for path in known}
+    staged = {item.path: item for item in _staged_files(root, [e for e in entries if e[0] not in known])}
+    judged = _judged_artefacts(staged, trusted)
     for item in staged.values():
         inside = _is_artefact(item.path)
         if worktree and inside and item.same_as_disk:

@@ -113,9 +113,19 @@ def parse_ledger(text: str, source: str = LEDGER_FILE) -> Ledger:
         raise PipelineError("not valid JSON: nested too deeply", path=source) from None
     if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
         raise PipelineError(f"unknown ledger format (expected version {FORMAT_VERSION})", path=source)
-    check_schema(data, source)
+    # A run reads the ledger several times; its shape is judged once per content (a fleet's ledger
+    # has thousands of fields). Only texts that passed are remembered: a bad one fails every time.
+    digest = hashlib.sha256(text.encode()).digest()
+    if digest not in _SHAPE_CHECKED:
+        check_schema(data, source)
+        if len(_SHAPE_CHECKED) > 64:
+            _SHAPE_CHECKED.clear()
+        _SHAPE_CHECKED.add(digest)
     return Ledger(nodes=dict(data.get("nodes") or {}), bases=dict(data.get("bases") or {}),
                   rotations=list(data.get("rotations") or []), adoptions=list(data.get("adoptions") or []))
+
+
+_SHAPE_CHECKED: set[bytes] = set()
 
 
 # The ledger is committed data: anyone who can push can write it. Every field the pipeline reads

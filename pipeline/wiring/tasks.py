@@ -9,6 +9,7 @@ run entry (``entry.py``) before doit opens its database; importing this module d
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,6 +58,16 @@ def _needs_inventory(basename: str, doc: str) -> Inventory | TaskDict:
 def _render_current(task: Any, values: dict[str, Any], name: str) -> bool:
     # doit hands an uptodate callable the task and the values its action returned last time.
     return sessions.current().current(name, values)
+
+
+def _encrypt_current(task: Any, values: dict[str, Any], name: str) -> bool:
+    return sessions.current().current(name)
+
+
+# doit asks inspect.signature() of every uptodate callable of every task on every run (a fleet has a
+# thousand): given here once, it is found at once.
+for _check in (_render_current, _encrypt_current):
+    _check.__signature__ = inspect.signature(_check)  # type: ignore[attr-defined]
 
 
 # --- the promotion path ---------------------------------------------------------------------
@@ -124,13 +135,15 @@ def task_render() -> Iterator[TaskDict]:
         yield inventory
         return
     yield {"basename": "render", "name": None, "doc": doc}
+    # One action for every node, given the node's name: one wrapper (and one signature) for the fleet.
+    render_one = action(lambda name: rendering.render_values(inventory, inventory.nodes[name]))
     for node in inventory.nodes.values():
         stem = inventory.artefact_name(node)
         yield {
             "name": node.name,
             "doc": f"render {node.name} ({node.role}) to {RENDERED_DIR}/{stem}.yaml",
             # The values (digests of the sources and intent) let the next run's uptodate skip templating.
-            "actions": [action(lambda node=node: rendering.render_values(inventory, node))],
+            "actions": [(render_one, [], {"name": node.name})],
             "task_dep": ["preflight"],
             "uptodate": [(_render_current, [], {"name": node.name})],
             # No per-node teardown: under `-n N` doit runs a worker's teardowns when that worker runs
@@ -152,20 +165,21 @@ def task_encrypt() -> Iterator[TaskDict]:
         yield inventory
         return
     yield {"basename": "encrypt", "name": None, "doc": doc}
+
+    def run(name: str) -> dict[str, Any]:
+        # One ledger write per run, not per node (see state/journal.py).
+        outcome = encrypting.encrypt(inventory, inventory.nodes[name], defer_ledger=True)
+        return {"rewritten": outcome.rewritten, "trigger": outcome.trigger, "case": outcome.case,
+                "fallback": outcome.fallback}
+
+    encrypt_one = action(run)
     for node in inventory.nodes.values():
-
-        def run(node: Any = node) -> dict[str, Any]:
-            # One ledger write per run, not per node (see state/journal.py).
-            outcome = encrypting.encrypt(inventory, node, defer_ledger=True)
-            return {"rewritten": outcome.rewritten, "trigger": outcome.trigger, "case": outcome.case,
-                    "fallback": outcome.fallback}
-
         yield {
             "name": node.name,
             "doc": f"encrypt {node.name} to encrypted/{inventory.artefact_name(node)}.encrypted.yaml",
-            "actions": [action(run)],
+            "actions": [(encrypt_one, [], {"name": node.name})],
             "task_dep": [f"render:{node.name}"],
-            "uptodate": [lambda name=node.name: sessions.current().current(name)],
+            "uptodate": [(_encrypt_current, [], {"name": node.name})],
             # The journaled ledger entries reach the file at the end of the run, even after a failure:
             # the run entry merges them once every worker is done (no teardown, see task_render).
             "verbosity": 2,
