@@ -1187,7 +1187,9 @@ def _encrypt_documents(
                 reason, cipher = "recipients changed", None
             elif sf.rules != rules:
                 reason, cipher = "rule changed", None
-            elif [_canonical(d) for d in old_docs] == [_canonical(d) for d in docs]:
+            # Plain equality first (C speed): documents that differ at all are changed; equal ones are
+            # compared again as sops sees them (true is not 1, 1.0 is not 1).
+            elif old_docs == docs and [_canonical(d) for d in old_docs] == [_canonical(d) for d in docs]:
                 return EncryptResult(previous, "unchanged")
             else:
                 reason = "reused"
