@@ -18,19 +18,11 @@ from urllib.parse import urlsplit
 from pipeline.errors import PipelineError
 from pipeline.talos import schema
 from pipeline.talos.patching import Patch, Provenance
+from pipeline.talos.rules.base import get as _get
 
 _TOP_LEVEL_KEYS = ("version", "debug", "persist", "machine", "cluster")
 _MACHINE_TYPES = ("controlplane", "worker", "init")
 _CONTROL_PLANE_TYPES = ("controlplane", "init")
-
-
-def _get(mapping: Any, *keys: str) -> Any:
-    """``mapping[k1][k2]...`` or None where a level is missing or not a mapping."""
-    for key in keys:
-        if not isinstance(mapping, dict):
-            return None
-        mapping = mapping.get(key)
-    return mapping
 
 
 def _is_set(value: Any) -> bool:
