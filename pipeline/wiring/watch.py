@@ -408,7 +408,7 @@ class Watch(DoitCmdBase):
     cmd_options = (opt_stage, opt_debounce)
 
     def _execute(self, pos_args: list[str], stage: bool = False, debounce: int = DEFAULT_DEBOUNCE_MS,
-                 dep_file: str = ".doit.db", backend: str = "dbm") -> int:
+                 dep_file: str = ".doit.db", backend: str = "promote") -> int:
         # The graph runs once per rebuild with its own dependency manager: release ours (dbm locks).
         self.dep_manager.close()
         root = Path.cwd()  # doit has moved to the dodo.py folder: the repository
