@@ -6,6 +6,7 @@ import json
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -235,8 +236,29 @@ def _refuse_tainted(inventory: Inventory, node: Node, result: Rendered) -> None:
                         "fields)", path=culprit if culprit != "its patches" else None)
 
 
+# A signal's cleanup (pipeline.wiring.entry) purges rendered/ and exits. Under `doit -n N -P thread` a
+# worker thread may be writing plaintext meanwhile: writes hold this lock, and once `stop_plaintext()`
+# has returned none starts, so nothing appears after the purge. Re-entrant: in a serial run the handler
+# runs in the very thread it interrupted, possibly mid-write.
+_PLAINTEXT_LOCK = threading.RLock()
+_PLAINTEXT_STOPPED = threading.Event()
+
+
+def stop_plaintext() -> None:
+    """From now on no plaintext is written in this process; waits for a write under way to finish."""
+    with _PLAINTEXT_LOCK:
+        _PLAINTEXT_STOPPED.set()
+
+
 def write_plaintext(path: Path, text: str) -> None:
     """Write plaintext under rendered/: folder 0700, file 0600 whatever the umask; atomically."""
+    with _PLAINTEXT_LOCK:
+        if _PLAINTEXT_STOPPED.is_set():
+            raise PipelineError("stopping: no plaintext is written any more", path=f"{path.parent.name}/")
+        _write_plaintext(path, text)
+
+
+def _write_plaintext(path: Path, text: str) -> None:
     folder = path.parent
     if folder.is_symlink():
         raise PipelineError("refusing to write plaintext through a symlink: remove it", path=f"{folder.name}/")

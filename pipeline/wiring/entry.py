@@ -27,6 +27,7 @@ from typing import Any
 from doit.cmd_run import Run
 
 from pipeline.errors import PipelineError
+from pipeline.promote import render as rendering
 from pipeline.promote import stage as staging
 from pipeline.sops import identities
 from pipeline.state import journal, stamp
@@ -134,10 +135,10 @@ class SignalStop:
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         _stop_workers()
         if self.writes:
-            # Twice: a `-P thread` worker may finish a plaintext write during the first pass.
-            for _attempt in range(2):
-                with contextlib.suppress(OSError):
-                    staging.purge_plaintext(self.root)
+            # No `-P thread` worker writes plaintext once this returns (it waits for a write under way).
+            rendering.stop_plaintext()
+            with contextlib.suppress(OSError):
+                staging.purge_plaintext(self.root)
         name = signal.Signals(signum).name
         what = "plaintext under rendered/ removed; " if self.writes else ""
         line = (f"interrupted by {name}: stopped; {what}every artefact is whole (each is replaced atomically); "
