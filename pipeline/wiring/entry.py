@@ -78,6 +78,21 @@ def _scratch_database(root: Path, params: Any) -> Iterator[None]:
         yield
 
 
+# Backends whose file holds only what the tasks stored. doit's `dbm` is whatever the Python has; its
+# `ndbm` page files were seen holding leftover process memory (the plaintext bundle after an import).
+SAFE_BACKENDS = ("promote", "json", "sqlite3")
+
+
+def _check_database_backend(params: Any) -> None:
+    """A run refuses a database backend that may write leftover memory (plaintext) to disk."""
+    backend = params.get("backend") if hasattr(params, "get") else None
+    if backend is not None and backend not in SAFE_BACKENDS:
+        raise PipelineError(f"doit's database backend {str(backend)[:20]!r} may write leftover process memory "
+                            "(plaintext) into .doit.db: set backend = \"promote\" under [tool.doit] and add "
+                            "promote = \"pipeline.wiring.db:PromotionDB\" under [tool.doit.plugins.backend]",
+                            path="pyproject.toml")
+
+
 def finish(root: Path, session: sessions.Session) -> None:
     """After every task and worker of a writing run is done, failed or not: merge journals, purge plaintext.
 
@@ -183,6 +198,11 @@ class PromotionRun(Run):
         stop = SignalStop(root, writes(args))
         stop.install()
         try:
+            try:
+                _check_database_backend(params)  # verify and drill hold plaintext in memory too
+            except PipelineError as error:
+                print(str(error), file=sys.stderr, flush=True)  # names settings, never values
+                return 1
             if not stop.writes:
                 sessions.begin(root, writes=False)
                 with _scratch_database(root, params):

@@ -22,6 +22,7 @@ def test_the_database_is_json_holding_only_what_tasks_returned(promoted: Repo) -
     assert "render:w1" in data and "encrypt:w1" in data
     # No dbm page files beside it (those carried leftover process memory on some Pythons).
     assert not [p.name for p in promoted.path.glob(".doit.db.*") if p.suffix in (".db", ".dat", ".dir", ".bak")]
+    assert json.loads((promoted.path / ".doit.db").read_text())  # the database itself is JSON
 
 
 def test_an_unreadable_database_is_started_afresh(tmp_path: Path) -> None:
@@ -60,3 +61,18 @@ def test_a_checkout_that_cannot_be_written_keeps_its_database(tmp_path: Path, mo
     db.set("t", "k", "v")
     db.dump()  # no traceback: `doit list` on a read-only mount
     assert not (tmp_path / ".doit.db").exists()
+
+
+def test_a_run_refuses_a_dbm_database(promoted: Repo) -> None:
+    pyproject = promoted.path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('backend = "promote"', 'backend = "dbm"'))
+    result = promoted.doit()
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("pyproject.toml: ") and 'backend = "promote"' in lines[0]
+    dbm_files = {".doit.db.db", ".doit.db.dat", ".doit.db.dir", ".doit.db.bak"}
+    assert not [p for p in promoted.path.glob(".doit.db*") if p.name in dbm_files]
+    for command in ("check", "verify"):  # verify holds plaintext in memory too
+        refused = promoted.doit(command)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert refused.stderr.startswith("pyproject.toml: doit's database backend 'dbm'")
