@@ -80,6 +80,22 @@ def _base_secrets(base: tuple[dict[str, Any], ...]) -> SecretSet:
     return cached[1]
 
 
+# The base config's own plain texts that hold no secret, per base and rule: most of a node's plain texts
+# are the base's, unchanged, and need not be looked at again for every node.
+_BASE_CLEAN: dict[tuple[int, str], tuple[tuple[dict[str, Any], ...], frozenset[str]]] = {}
+
+
+def _base_clean_texts(base: tuple[dict[str, Any], ...], rule: dict[str, Any], secrets: SecretSet) -> frozenset[str]:
+    key = (id(base), json.dumps(rule, sort_keys=True, default=str))
+    cached = _BASE_CLEAN.get(key)
+    if cached is None or cached[0] is not base:
+        patterns = _rule_patterns(rule)
+        texts = {text for doc in base for _path, text in _plain_strings(doc, "", *patterns)} if patterns else set()
+        cached = (base, frozenset(text for text in texts if not contains_secret(text, secrets)))
+        _BASE_CLEAN[key] = cached
+    return cached[1]
+
+
 def secrets_seen(root: Path) -> SecretSet:
     """The sensitive values of the base configs this process has decrypted for ``root`` (no sops run)."""
     out = SecretSet()
@@ -189,18 +205,29 @@ def _plain_strings(value: Any, path: str, encrypted: re.Pattern[str] | None,
         yield path, value
 
 
-def _tainted_path(documents: list[Any], secrets: SecretSet, rule: dict[str, Any]) -> str | None:
-    """The first plaintext position holding a known secret (whole, a piece of 8+ characters, or a transform)."""
+def _rule_patterns(rule: dict[str, Any]) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None] | None:
+    """The rule's (encrypted_regex, unencrypted_regex) compiled; None when the taint check does not apply."""
     enc, unenc = rule.get("encrypted_regex"), rule.get("unencrypted_regex")
     if not enc and not unenc:
         return None  # every value is encrypted (or suffix rules: the guard judges the artefact)
     try:
-        encrypted = re.compile(enc) if isinstance(enc, str) and enc else None
-        unencrypted = re.compile(unenc) if isinstance(unenc, str) and unenc else None
+        return (re.compile(enc) if isinstance(enc, str) and enc else None,
+                re.compile(unenc) if isinstance(unenc, str) and unenc else None)
     except re.error:
         return None  # .sops.yaml is reported by sops and the guard
+
+
+def _tainted_path(documents: list[Any], secrets: SecretSet, rule: dict[str, Any],
+                  known_clean: frozenset[str] = frozenset()) -> str | None:
+    """The first plaintext position holding a known secret (whole, a piece of 8+ characters, or a transform).
+
+    ``known_clean``: texts already found clean against these secrets (the base config's own plain texts).
+    """
+    patterns = _rule_patterns(rule)
+    if patterns is None:
+        return None
     found = [(index, path, text) for index, doc in enumerate(documents)
-             for path, text in _plain_strings(doc, "", encrypted, unencrypted)]
+             for path, text in _plain_strings(doc, "", *patterns) if text not in known_clean]
     # One look over every plain text at once (NUL never occurs in a secret, so no window spans two texts):
     # a clean node, the usual case, costs one set intersection instead of one per field.
     if not contains_secret("\0".join({text for _index, _path, text in found if len(text) >= WINDOW}), secrets):
@@ -217,7 +244,7 @@ def _refuse_tainted(inventory: Inventory, node: Node, result: Rendered) -> None:
     if shape is None or not result.base:
         return
     secrets = _base_secrets(result.base)
-    path = _tainted_path(result.documents, secrets, shape)
+    path = _tainted_path(result.documents, secrets, shape, _base_clean_texts(result.base, shape, secrets))
     if path is None:
         return
     culprit = "its patches"
