@@ -30,7 +30,7 @@ import yaml
 
 from pipeline.errors import PipelineError
 from pipeline.talos.contracts import SUPPORTED_CONTRACTS, contract
-from pipeline.talos.yaml import GoDumper, load_one, sops_hazard
+from pipeline.talos.yaml import GoDumper, load_one, scalar_analysis, sops_hazard
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -260,36 +260,8 @@ class _TalosDumper(GoDumper):  # type: ignore[misc,valid-type]
     go-yaml (so sops and Talos) reads the plain text back as that same string (``talos.yaml``'s rules);
     otherwise it is double-quoted. No anchors."""
 
-    # PyYAML's emitter analyses and writes every scalar a character at a time in Python; a fleet's
-    # configs are mostly long base64 certificates and keys, the same in every node of a role. Two
-    # output-neutral shortcuts: the analysis (a pure function of the scalar) is memoised, and a
-    # plain scalar with no space or line break is written in one piece, as the loop would.
-    def analyze_scalar(self, scalar: str) -> Any:
-        return _scalar_analysis(scalar, self.allow_unicode)
-
-    def write_plain(self, text: str, split: bool = True) -> None:
-        if not text or _PLAIN_SPLITS.search(text):
-            super().write_plain(text, split)
-            return
-        if self.root_context:
-            self.open_ended = True
-        if not self.whitespace:
-            self.column += 1
-            self.stream.write(" ".encode(self.encoding) if self.encoding else " ")
-        self.whitespace = False
-        self.indention = False
-        self.column += len(text)
-        self.stream.write(text.encode(self.encoding) if self.encoding else text)
-
-
-_PLAIN_SPLITS = re.compile("[ \n\x85\u2028\u2029]")
-
-
-@lru_cache(maxsize=4096)
-def _scalar_analysis(scalar: str, allow_unicode: bool) -> Any:
-    probe = yaml.emitter.Emitter.__new__(yaml.emitter.Emitter)  # analyze_scalar reads allow_unicode only
-    probe.allow_unicode = allow_unicode
-    return yaml.emitter.Emitter.analyze_scalar(probe, scalar)
+    # The emitter's speed shortcuts (memoised scalar analysis, plain scalars written in one piece) are
+    # GoDumper's: talos.yaml writes every YAML the pipeline writes.
 
 
 def _dump_one(document: Any) -> str:
@@ -467,7 +439,7 @@ _PROBE = _TalosDumper(io.StringIO())
 def _scalar_text(text: str, tag: str, simple_key: bool) -> str | None:
     # How the emitter writes an untagged scalar node of no requested style, or None when it would
     # write it some other way than plain or verbatim double-quoted (or as a complex key).
-    analysis = _scalar_analysis(text, True)
+    analysis = scalar_analysis(text)
     if simple_key and (analysis.empty or analysis.multiline or len(text) > _KEY_LENGTH):
         return None
     if analysis.allow_block_plain and _PROBE.resolve(yaml.ScalarNode, text, (True, False)) == tag:

@@ -732,7 +732,7 @@ class _Dumper(yaml.SafeDumper):
     # per-character analysis of a scalar is memoised, and a plain scalar that the emitter would
     # not break (no space, no line break) is written in one piece.
     def analyze_scalar(self, scalar: str) -> Any:
-        return _analysis(scalar)
+        return scalar_analysis(scalar)
 
     def write_plain(self, text: str, split: bool = True) -> None:
         if not text or self.encoding or _PLAIN_BREAKS.search(text):
@@ -752,7 +752,8 @@ _PLAIN_BREAKS = lazyre.compile("[ \n\x85\u2028\u2029]")
 
 
 @lru_cache(maxsize=8192)
-def _analysis(scalar: str) -> Any:
+def scalar_analysis(scalar: str) -> Any:
+    """PyYAML's analysis of a scalar for an emitter with allow_unicode (memoised: configs repeat long values)."""
     # Emitter.analyze_scalar reads nothing of the emitter but allow_unicode (always on here).
     probe = yaml.emitter.Emitter.__new__(yaml.emitter.Emitter)
     probe.allow_unicode = True
