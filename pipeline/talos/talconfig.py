@@ -67,6 +67,7 @@ from urllib.parse import urlparse
 import yaml
 
 from pipeline.errors import PipelineError
+from pipeline.talos.yaml import dump_documents, load_one
 
 __all__ = ["TalconfigImport", "convert_talconfig", "import_talconfig", "load_talenv", "node_name_for"]
 
@@ -101,26 +102,6 @@ class TalconfigImport:
 # --- YAML, read as talhelper's Go decoder reads it --------------------------------------------
 
 
-class _GoLoader(yaml.SafeLoader):
-    """Plain scalars resolved with YAML 1.2 rules (go-yaml v3): `on`/`no` and `12:30` stay strings."""
-
-
-_GoLoader.yaml_implicit_resolvers = {}
-_GoLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                list("tTfF"))
-_GoLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:int",
-    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0o?[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
-    list("-+0123456789"))
-_GoLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?[0-9]+[eE][-+]?[0-9]+"
-               r"|\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."))
-_GoLoader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"),
-                                ["~", "n", "N", ""])
-
-
 class _RawLoader(yaml.BaseLoader):
     """Every plain scalar as its text (what Go keeps when it decodes into a string), except null."""
 
@@ -147,8 +128,10 @@ def _jinja_literal(text: str) -> str:
 
 
 def _load(text: str, source: str, *, raw: bool = False) -> Any:
+    if not raw:
+        return load_one(text, source)  # talhelper is Go: go-yaml v3's typing, the pipeline's one reader
     try:
-        return yaml.load(text, Loader=_RawLoader if raw else _GoLoader)  # both are safe loaders
+        return yaml.load(text, Loader=_RawLoader)  # a safe loader
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         problem = getattr(error, "problem", None) or "not valid YAML"
@@ -157,11 +140,12 @@ def _load(text: str, source: str, *, raw: bool = False) -> Any:
 
 
 def _dump(document: Any) -> str:
-    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False, allow_unicode=True, width=2**31 - 1)
+    # Written so go-yaml reads back what was converted (`"0o17"` stays a string): the pipeline's one writer.
+    return dump_documents([document], for_sops=False)
 
 
 def _dump_all(documents: list[Any]) -> str:
-    return "---\n".join(_dump(doc) for doc in documents)
+    return dump_documents(documents, for_sops=False)
 
 
 # --- talenv -----------------------------------------------------------------------------------
