@@ -42,7 +42,9 @@ def _decrypt_base_cached(root: str, artefact: str, digest: str) -> tuple[dict[st
     # Talos's own reading of YAML (yes/no stay strings), as for patches; parsed once per role,
     # not once per node (apply_patches never modifies the documents it is given).
     documents = tuple(load_documents(_decrypt_base_text(Path(root), artefact), artefact))
-    _SECRETS_SEEN[(root, artefact)] = (digest, _sensitive_values(documents))
+    secrets = _sensitive_values(documents)
+    _SECRETS_SEEN[(root, artefact)] = (digest, secrets)
+    _BASE_SECRETS[id(documents)] = (documents, secrets)  # the same set (and index) for the taint check
     return documents
 
 
