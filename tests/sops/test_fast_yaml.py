@@ -13,18 +13,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.sops import engine
+from pipeline.sops import goyaml
 from tests.sops.test_engine import DOCUMENTS
 
 EXAMPLES = int(os.environ.get("FAST_YAML_EXAMPLES", "500"))
 
 
 def _port(documents: list[dict[str, Any]], indent: int = 4, strict: bool = False) -> str | None:
-    emitter = engine._Emitter(indent=indent, strict=strict)
+    emitter = goyaml._Emitter(indent=indent, strict=strict)
     try:
         for i, doc in enumerate(documents):
             emitter.document(doc, first=i == 0)
-    except engine.EngineUnsupported:
+    except goyaml.EngineUnsupported:
         return None
     return emitter.finish()
 
@@ -32,7 +32,7 @@ def _port(documents: list[dict[str, Any]], indent: int = 4, strict: bool = False
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(DOCUMENTS, st.sampled_from([2, 4]))
 def test_fast_writer_writes_what_the_port_writes(docs: list[dict[str, Any]], indent: int) -> None:
-    fast = engine._fast_emit(docs, indent)
+    fast = goyaml._fast_emit(docs, indent)
     if fast is not None:
         assert fast == _port(docs, indent)
 
@@ -51,7 +51,8 @@ TALOS_LIKE = {
         "kubelet": {"extraArgs": {"rotate-server-certificates": "true"}, "nodeIP": {}},
     },
     "sops": {
-        "age": [{"recipient": "age1xyz", "enc": "-----BEGIN AGE ENCRYPTED FILE-----\nYWdl\n-----END AGE ENCRYPTED FILE-----\n"}],
+        "age": [{"recipient": "age1xyz",
+                 "enc": "-----BEGIN AGE ENCRYPTED FILE-----\nYWdl\n-----END AGE ENCRYPTED FILE-----\n"}],
         "lastmodified": "2026-12-02T06:00:00Z",
         "mac": "ENC[AES256_GCM,data:m=,iv:i=,tag:t==,type:str]",
         "encrypted_regex": "^(token|key|secret)$",
@@ -62,7 +63,7 @@ TALOS_LIKE = {
 
 @pytest.mark.parametrize("docs", [[TALOS_LIKE], [TALOS_LIKE, {"b": [[1, 2], [], {}], "c": None}]])
 def test_fast_writer_answers_for_a_talos_artefact(docs: list[dict[str, Any]]) -> None:
-    fast = engine._fast_emit(docs, 4)
+    fast = goyaml._fast_emit(docs, 4)
     assert fast is not None
     assert fast == _port(docs)
     assert "    files:\n        - content: |\n            line one\n" in fast
