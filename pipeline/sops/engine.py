@@ -63,6 +63,7 @@ from pipeline.sops.goyaml import (
     emit_yaml,
     go_format_float_f,
     go_resolve,
+    read_written,
 )
 from pipeline.sops.identities import default_key_file
 
@@ -535,9 +536,17 @@ def _go_rfc3339(text: str, where: str) -> str:
 
 def _load(ciphertext: bytes, where: str) -> _SopsFile:
     try:
-        nodes = list(yaml.compose_all(ciphertext.decode("utf-8"), Loader=_PlainTagLoader))
+        text = ciphertext.decode("utf-8")
     except UnicodeDecodeError:
         raise PipelineError(f"{where} is not UTF-8 text") from None
+    # A file in the layout sops (and this engine) writes is read line by line; anything else is parsed.
+    written = read_written(text)
+    return _sops_file(written if written is not None else _parse(text, where), where)
+
+
+def _parse(text: str, where: str) -> list[dict[str, Any]]:
+    try:
+        nodes = list(yaml.compose_all(text, Loader=_PlainTagLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -553,6 +562,10 @@ def _load(ciphertext: bytes, where: str) -> _SopsFile:
         if not isinstance(node, yaml.MappingNode):
             raise EngineUnsupported(f"{where}: a YAML document that is not a mapping")
         documents.append(_from_node(node, where))
+    return documents
+
+
+def _sops_file(documents: list[dict[str, Any]], where: str) -> _SopsFile:
     if not documents or not isinstance(documents[0].get("sops"), dict):
         raise PipelineError(f"{where} has no sops metadata (not a sops-encrypted file)")
     meta = documents[0]["sops"]

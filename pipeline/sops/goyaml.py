@@ -8,6 +8,7 @@ a YAML parser. Anything else is left to the port or to a YAML parser.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -562,32 +563,52 @@ def _key_text(key: str) -> str | None:
     return '"' + _double_body(key) + '"'
 
 
-def _fast_scalar(value: Any, head: str, text_indent: int, out: list[str]) -> None:
-    """One line ``head`` + the scalar (or a literal text's lines at ``text_indent``)."""
+def _inline_text(value: Any) -> str | None:
+    """A scalar's one-line text as the writer puts it after ``key:`` or ``-`` (and a space); None for a
+    text go-yaml writes as a literal block. Raises _NotFast where the port must decide."""
     if isinstance(value, str):
+        # ENC[...] values are unique (no cache hit) and always plain: answered without the analysis.
+        if value[:4] == "ENC[" and _SIMPLE_PLAIN.fullmatch(value):
+            return value
         style = _string_style(value, False)
         if style == PLAIN:
             if not value or "\u2028" in value or "\u2029" in value:
                 raise _NotFast
-            out.append(f"{head} {value}\n")
-        elif style == SINGLE:
+            return value
+        if style == SINGLE:
             if "\u2028" in value or "\u2029" in value:
                 raise _NotFast
-            out.append(f"{head} '{value.replace(chr(39), chr(39) * 2)}'\n")
-        elif style == DOUBLE:
-            out.append(f'{head} "{_double_body(value)}"\n')
-        else:
-            _fast_literal(value, head, text_indent, out)
-    elif value is None:
-        out.append(f"{head} null\n")
-    elif isinstance(value, bool):
-        out.append(f"{head} true\n" if value else f"{head} false\n")
-    elif isinstance(value, int):
-        out.append(f"{head} {value}\n")
-    elif isinstance(value, float):
-        out.append(f"{head} {go_format_float_g(value)}\n")
+            return "'" + value.replace("'", "''") + "'"
+        if style == DOUBLE:
+            return '"' + _double_body(value) + '"'
+        return None
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return go_format_float_g(value)
+    raise _NotFast
+
+
+def inline_text(value: Any) -> str:
+    """A scalar's text as the writer puts it on one line (a multi-line text: double-quoted, as in a key)."""
+    try:
+        text = _inline_text(value)
+    except _NotFast:
+        text = None
+    return text if text is not None else '"' + _double_body(str(value)) + '"'
+
+
+def _fast_scalar(value: Any, head: str, text_indent: int, out: list[str]) -> None:
+    """One line ``head`` + the scalar (or a literal text's lines at ``text_indent``)."""
+    text = _inline_text(value)
+    if text is None:
+        _fast_literal(value, head, text_indent, out)
     else:
-        raise _NotFast
+        out.append(f"{head} {text}\n")
 
 
 def _fast_literal(value: str, head: str, text_indent: int, out: list[str]) -> None:
@@ -646,3 +667,258 @@ def _fast_item(item: Any, head: str, nested: int, text_indent: int, out: list[st
             _fast_sequence(item, nested, " " * nested, out, best)
     else:
         _fast_scalar(item, head, text_indent, out)
+
+
+# --------------------------------------------------------------------------------------------
+# reading what the writer writes
+
+
+_FOREIGN_BREAKS = lazyre.compile("[\r\x85\u2028\u2029\ufeff]")
+_UNESCAPES = {letter: chr(code) for code, letter in _ESCAPES.items()}
+_DOUBLE_ESCAPE = lazyre.compile(r"\\(?:x([0-9A-F]{2})|u([0-9A-F]{4})|U([0-9A-F]{8})|(.))", re.DOTALL)
+_RESOLVED_TYPES = frozenset(("str", "int", "float", "bool", "null"))
+
+
+def read_written(text: str, indent: int = 4) -> list[dict[str, Any]] | None:
+    """The documents of ``text`` if it is exactly what the writer writes for them (sops's and the
+    engine's files are), typed as go-yaml types them; None for any other text (read it with a YAML parser).
+
+    Every line is checked against the line the writer would write for what was read so far, so an
+    answer is never a misreading: ``emit_yaml(read_written(t)) == t`` whenever it answers.
+    """
+    if not text.endswith("\n") or _FOREIGN_BREAKS.search(text):
+        return None
+    reader = _Reader(text[:-1].split("\n"), indent)
+    try:
+        return reader.documents()
+    except _NotFast:
+        return None
+
+
+def _undouble(body: str) -> str:
+    def one(m: Any) -> str:
+        code = m[1] or m[2] or m[3]
+        if code:
+            if 0xD800 <= int(code, 16) <= 0xDFFF:
+                raise _NotFast  # a lone surrogate: leave it to the parser
+            return chr(int(code, 16))
+        if m[4] not in _UNESCAPES:
+            raise _NotFast
+        return _UNESCAPES[m[4]]
+
+    return _DOUBLE_ESCAPE.sub(one, body) if "\\" in body else body
+
+
+_MISSING = object()
+_B64 = "[A-Za-z0-9+/=]*"
+_ENC_VALUE = lazyre.compile(rf"ENC\[AES256_GCM,data:{_B64},iv:{_B64},tag:{_B64},type:[a-z]+\]")
+# Checked keys and short scalars by their text: a fleet's files repeat them line after line.
+_KEYS: dict[str, str | None] = {}
+_SCALARS: dict[str, Any] = {}
+_CACHE_LIMIT = 65536
+
+
+def _scalar_cached(text: str) -> Any:
+    value = _SCALARS.get(text, _MISSING)
+    if value is not _MISSING:
+        return value
+    if text[:4] == "ENC[" and _ENC_VALUE.fullmatch(text):
+        return text  # a plain string, as the writer writes every ENC[...] value
+    value = _scalar_value(text)
+    if len(text) <= 256:
+        if len(_SCALARS) >= _CACHE_LIMIT:
+            _SCALARS.clear()
+        _SCALARS[text] = value
+    return value
+
+
+def _entry(content: str) -> tuple[str | None, str]:
+    """``_split_key`` with plain keys answered from the cache."""
+    if content[:1] not in ("'", '"'):
+        end = content.find(": ")
+        if end < 0:
+            if not content.endswith(":"):
+                return None, ""
+            end = len(content) - 1
+        raw = content[:end]
+        key = _KEYS.get(raw, _MISSING)
+        if key is _MISSING:
+            if len(_KEYS) >= _CACHE_LIMIT:
+                _KEYS.clear()
+            key = _KEYS[raw] = raw if _key_text(raw) == raw else None
+        return (key, content[end + 1 :]) if key is not None else (None, "")
+    return _split_key(content)
+
+
+class _Reader:
+    """Reads lines in the writer's layout: each construct at the column the writer puts it."""
+
+    def __init__(self, lines: list[str], best: int) -> None:
+        self.lines = lines
+        self.i = 0
+        self.best = best
+
+    def documents(self) -> list[dict[str, Any]]:
+        docs = []
+        while True:
+            docs.append(self.mapping(0, lead=False))
+            if self.i == len(self.lines):
+                return docs
+            if self.lines[self.i] != "---" or self.i + 1 == len(self.lines):
+                raise _NotFast
+            self.i += 1
+
+    def mapping(self, column: int, lead: bool) -> dict[str, Any]:
+        """Entries at ``column``; with ``lead`` the first is on the current line after a list item's dash."""
+        out: dict[str, Any] = {}
+        pad = " " * column
+        child = self.best * ((column + self.best) // self.best)
+        lines = self.lines
+        count = len(lines)
+        while self.i < count:
+            line = lines[self.i]
+            if lead:
+                lead = False
+            elif line == "---" or not line.startswith(pad):
+                break  # a document's or an outer collection's end
+            content = line[column:]
+            if not content or content[0] == " " or content[:2] == "- " or content == "-":
+                raise _NotFast  # deeper than an entry, or a list item where an entry belongs
+            key, rest = _entry(content)
+            if key is None or key in out:
+                raise _NotFast
+            if len(rest) > 1 and rest[0] == " " and rest not in (" {}", " []", " |", " |-"):
+                out[key] = _scalar_cached(rest[1:])  # the common line: key and a one-line scalar
+                self.i += 1
+            else:
+                out[key] = self.value(rest, child, child)
+        if not out:
+            raise _NotFast
+        return out
+
+    def sequence(self, column: int, lead: bool) -> list[Any]:
+        """Items with their dash at ``column``; with ``lead`` the first dash is mid-line (``- - x``)."""
+        out: list[Any] = []
+        pad = " " * column
+        lines = self.lines
+        while self.i < len(lines):
+            line = lines[self.i]
+            if lead:
+                lead = False
+            elif not line.startswith(pad):
+                break
+            elif line[column : column + 2] != "- ":
+                raise _NotFast
+            content = line[column + 2 :]
+            item = column + 2
+            if content[:2] == "- ":
+                out.append(self.sequence(item, lead=True))
+            elif content in ("{}", "[]", "|", "|-") or _entry(content)[0] is None:
+                out.append(self.value(" " + content, item, item))
+            else:
+                out.append(self.mapping(item, lead=True))
+        if not out:
+            raise _NotFast
+        return out
+
+    def value(self, rest: str, nested: int, text_indent: int) -> Any:
+        """What follows ``key:`` (or a list item's dash) on the current line, and below it."""
+        if rest == "":
+            self.i += 1
+            if self.i == len(self.lines):
+                raise _NotFast
+            line = self.lines[self.i]
+            if not line.startswith(" " * nested) or line[nested : nested + 1] in ("", " "):
+                raise _NotFast
+            if line[nested : nested + 2] == "- ":
+                return self.sequence(nested, lead=False)
+            return self.mapping(nested, lead=False)
+        if rest[0] != " ":
+            raise _NotFast
+        text = rest[1:]
+        if text == "{}":
+            self.i += 1
+            return {}
+        if text == "[]":
+            self.i += 1
+            return []
+        if text in ("|", "|-"):
+            return self.literal(text_indent, keep=text == "|")
+        self.i += 1
+        return _scalar_cached(text)
+
+    def literal(self, text_indent: int, keep: bool) -> str:
+        pad = " " * text_indent
+        lines = self.lines
+        self.i += 1
+        body: list[str] = []
+        while self.i < len(lines) and (not lines[self.i] or lines[self.i].startswith(pad)):
+            line = lines[self.i]
+            if line and len(line) == text_indent:
+                raise _NotFast  # the writer leaves an empty line empty
+            body.append(line[text_indent:])
+            self.i += 1
+        if not body or not body[0] or body[0][0] == " " or not body[-1]:
+            raise _NotFast
+        value = "\n".join(body) + ("\n" if keep else "")
+        if _inline_text(value) is not None:
+            raise _NotFast
+        return value
+
+
+def _split_key(content: str) -> tuple[str | None, str]:
+    """A mapping entry's key (None: not an entry in the writer's layout) and what follows its colon."""
+    first = content[:1]
+    if first == "'":
+        end = 1
+        while True:
+            end = content.find("'", end)
+            if end < 0:
+                return None, ""
+            if content[end + 1 : end + 2] != "'":
+                break
+            end += 2
+        raw, after = content[: end + 1], content[end + 1 :]
+        key = raw[1:-1].replace("''", "'")
+    elif first == '"':
+        end = 1
+        while end < len(content) and content[end] != '"':
+            end += 2 if content[end] == "\\" else 1
+        if end >= len(content):
+            return None, ""
+        raw, after = content[: end + 1], content[end + 1 :]
+        try:
+            key = _undouble(raw[1:-1])
+        except _NotFast:
+            return None, ""
+    else:
+        end = content.find(": ")
+        if end < 0:
+            if not content.endswith(":"):
+                return None, ""
+            end = len(content) - 1
+        raw, after = content[:end], content[end:]
+        key = raw
+    if after[:1] != ":" or _key_text(key) != raw:
+        return None, ""
+    return key, after[1:]
+
+
+def _scalar_value(text: str) -> Any:
+    """The value of a one-line scalar in the writer's layout (checked: it must be written back the same)."""
+    first = text[:1]
+    if first == "'":
+        if len(text) < 2 or text[-1] != "'":
+            raise _NotFast
+        value: Any = text[1:-1].replace("''", "'")
+    elif first == '"':
+        if len(text) < 2 or text[-1] != '"':
+            raise _NotFast
+        value = _undouble(text[1:-1])
+    else:
+        tag, value = go_resolve(text)
+        if tag not in _RESOLVED_TYPES:
+            raise _NotFast
+    if _inline_text(value) != text:
+        raise _NotFast
+    return value

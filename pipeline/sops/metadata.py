@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from pipeline.sops.config import SENSITIVE_FIELDS
+from pipeline.sops.goyaml import inline_text, read_written
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -120,10 +121,22 @@ def _has_mac(meta: yaml.Node | None) -> bool:
         key.value == "mac" and isinstance(value, yaml.ScalarNode) and bool(value.value) for key, value in meta.value)
 
 
-def inspect_artefact(text: str, path: str) -> ArtefactScan:
-    """One pass over an artefact, composed to YAML nodes only (no Python objects: fast on a fleet)."""
+def _has_complex_key(node: yaml.Node) -> bool:
+    if isinstance(node, yaml.MappingNode):
+        return any(not isinstance(key, yaml.ScalarNode) or _has_complex_key(item) for key, item in node.value)
+    if isinstance(node, yaml.SequenceNode):
+        return any(_has_complex_key(item) for item in node.value)
+    return False
+
+
+def inspect_artefact(text: str, path: str, *, parse: bool = False) -> ArtefactScan:
+    """One pass over an artefact. A file in the layout sops writes is read line by line (``read_written``);
+    any other text is composed to YAML nodes only (no Python objects). ``parse`` always composes."""
     if _CONFLICT.search(text):
         return ArtefactScan([f"{path}: git conflict markers: {_CONFLICT_HINT.format(path=path)}"], ())
+    written = None if parse else read_written(text)
+    if written is not None:
+        return _inspect_written(written, path)
     try:
         documents = [node for node in yaml.compose_all(text, Loader=_NodeLoader)
                      if node is not None and not _is_null(node)]
@@ -143,11 +156,89 @@ def inspect_artefact(text: str, path: str) -> ArtefactScan:
             continue
         if index == 0 and isinstance(meta, yaml.MappingNode):
             recipients = _recipients(meta)
+        if _has_complex_key(doc):
+            # sops never writes one (``? {token: x}: y``); its content would hide from the walk below.
+            findings.append(f"{where}: not a SOPS file (a mapping key that is a list or mapping)")
+            continue
         body = yaml.MappingNode("tag:yaml.org,2002:map", [(key, value) for key, value in pairs if key.value != "sops"])
         if whole_file:
             plain = [leaf_path for leaf_path, leaf in _node_leaves(body, "") if not _node_is_ciphertext(leaf)]
         else:
             plain = list(_plaintext_sensitive(body, "", False))
+        findings.extend(f"{where}: field {field} is plaintext (must be ENC[...])" for field in plain)
+    return ArtefactScan(findings, recipients)
+
+
+# The same judgement on documents read by ``read_written`` (typed values, not nodes): null is None,
+# and a value is ciphertext when it is None, "" or an ENC[...] string.
+
+
+def _value_is_ciphertext(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, str) and bool(_ENC.match(value)))
+
+
+def _value_leaves(value: Any, path: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _value_leaves(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _value_leaves(item, f"{path}[{index}]")
+    else:
+        yield path, value
+
+
+def _value_plaintext_sensitive(value: Any, path: str, guarded: bool) -> Iterator[str]:
+    if guarded:
+        yield from (leaf_path for leaf_path, leaf in _value_leaves(value, path) if not _value_is_ciphertext(leaf))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _value_plaintext_sensitive(item, f"{path}.{key}" if path else key, key in _GUARDED)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _value_plaintext_sensitive(item, f"{path}[{index}]", False)
+
+
+def _scalar_text(value: Any) -> str:
+    # What a YAML node's value would be: the text, as the file writes it, of a typed scalar.
+    return value if isinstance(value, str) else inline_text(value)
+
+
+def _value_recipients(meta: dict[str, Any]) -> tuple[str, ...]:
+    found: set[str] = set()
+    stanzas = [meta.get("age")]
+    groups = meta.get("key_groups")
+    if isinstance(groups, list):
+        stanzas.extend(group.get("age") for group in groups if isinstance(group, dict))
+    for entries in stanzas:
+        for item in entries if isinstance(entries, list) else ():
+            recipient = item.get("recipient", _NO_VALUE) if isinstance(item, dict) else _NO_VALUE
+            if recipient is not _NO_VALUE and not isinstance(recipient, dict | list):
+                found.add(_scalar_text(recipient))
+    return tuple(sorted(found))
+
+
+_NO_VALUE = object()
+
+
+def _inspect_written(documents: list[dict[str, Any]], path: str) -> ArtefactScan:
+    whole_file = PurePosixPath(path).name in WHOLE_FILE_ARTEFACTS
+    findings: list[str] = []
+    recipients: tuple[str, ...] = ()
+    for index, doc in enumerate(documents):
+        where = f"{path}" if len(documents) == 1 else f"{path} (document {index + 1})"
+        meta = doc.get("sops", _NO_VALUE)
+        mac = meta.get("mac", _NO_VALUE) if isinstance(meta, dict) else _NO_VALUE
+        if mac is _NO_VALUE or isinstance(mac, dict | list) or mac == "":
+            findings.append(f"{where}: not a SOPS file (no sops metadata)")
+            continue
+        if index == 0:
+            recipients = _value_recipients(meta)
+        body = {key: value for key, value in doc.items() if key != "sops"}
+        if whole_file:
+            plain = [leaf_path for leaf_path, leaf in _value_leaves(body, "") if not _value_is_ciphertext(leaf)]
+        else:
+            plain = list(_value_plaintext_sensitive(body, "", False))
         findings.extend(f"{where}: field {field} is plaintext (must be ENC[...])" for field in plain)
     return ArtefactScan(findings, recipients)
 

