@@ -70,22 +70,30 @@ from pipeline.sops.identities import default_key_file
 
 # cryptography and pyrage cost tens of milliseconds to import: a no-op `doit` (which encrypts and
 # decrypts nothing) must not pay for them, so they are imported on first use.
-def _aesgcm(key: bytes) -> Any:
+@lru_cache(maxsize=1)
+def _aesgcm_class() -> Any:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    return AESGCM(key)
+    return AESGCM
 
 
+def _aesgcm(key: bytes) -> Any:
+    return _aesgcm_class()(key)
+
+
+@lru_cache(maxsize=1)
 def _invalid_tag() -> type[Exception]:
     from cryptography.exceptions import InvalidTag
 
     return InvalidTag
 
 
+@lru_cache(maxsize=1)
 def _pyrage() -> Any:
     import pyrage
 
     return pyrage
+
 
 __all__ = [
     "EncryptResult",
@@ -440,6 +448,11 @@ def _recipient(r: str) -> Any:
 
 
 def _identities(identities: Sequence[str]) -> list[Any]:
+    return list(_parsed_identities(tuple(identities)))
+
+
+@lru_cache(maxsize=8)  # every file of a fleet is opened with the same key file's text
+def _parsed_identities(identities: tuple[str, ...]) -> tuple[Any, ...]:
     out = []
     for entry in identities:
         for line in entry.splitlines():
@@ -449,7 +462,7 @@ def _identities(identities: Sequence[str]) -> list[Any]:
                     out.append(_pyrage().x25519.Identity.from_str(line))
                 except Exception:
                     raise PipelineError("an age identity is malformed") from None
-    return out
+    return tuple(out)
 
 
 def _wrap(key: bytes, recipients: Sequence[str]) -> list[dict[str, str]]:
