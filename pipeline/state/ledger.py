@@ -254,21 +254,25 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` via a temp file in the same folder, an fsync and a rename.
+    """Replace ``path`` with ``data`` via a temp file in the same folder and a rename.
 
     Every byte is written (checked) and the temp file's size is checked again before the rename, so a
-    full disk fails the write and leaves the previous file whole. The data is always fsynced before the
-    rename: on a file system with delayed allocation a full disk shows up only there (ENOSPC from fsync),
-    and a rename of a file whose blocks never reached the disk could leave an empty file after a power
-    cut. ``durable`` is accepted and ignored: callers that used to defer the sync to :func:`make_durable`
-    still call it, and an fsync of a file already synced costs next to nothing.
+    full disk fails the write and leaves the previous file whole. ``durable`` (the default) fsyncs the
+    data before the rename. ``durable=False`` is for a batch that the caller makes durable at once with
+    :func:`make_durable` before anything records it (a fleet's artefacts before the ledger): the file's
+    blocks are then reserved before writing (``posix_fallocate``), so a full disk still fails here and
+    not later in writeback, where a file system with delayed allocation would report it only to fsync.
+    Where space cannot be reserved (a file system without fallocate) it is fsynced as if durable.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         try:
+            if not durable and data:
+                durable = not _reserve(fd, len(data))
             write_all(fd, data)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
             size = os.fstat(fd).st_size
         finally:
             os.close(fd)
@@ -282,8 +286,28 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = 
         raise
 
 
+def _reserve(fd: int, size: int) -> bool:
+    """Reserve ``size`` bytes of blocks for ``fd``: False where the file system cannot (ENOSPC raises)."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        return False
+    except AttributeError:  # no posix_fallocate on this platform (macOS)
+        return False
+    return True
+
+
 def make_durable(paths: list[Path]) -> None:
-    """fsync files written with ``atomic_write(..., durable=False)`` (missing ones are skipped)."""
+    """Make files written with ``atomic_write(..., durable=False)`` durable (missing ones are skipped).
+
+    A batch is flushed with one ``syncfs`` of its file system (one journal commit instead of one per
+    file); each file is then fsynced, which costs next to nothing once it is clean and reports a
+    write-back error (EIO, ENOSPC) to us instead of losing it.
+    """
+    if len(paths) > 1:
+        _sync_file_system(paths[0].parent)
     for path in paths:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -293,6 +317,35 @@ def make_durable(paths: list[Path]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+    for folder in sorted({path.parent for path in paths}):
+        _sync_folder(folder)  # the renames themselves
+
+
+def _sync_file_system(folder: Path) -> None:
+    # Linux's syncfs(2) through libc; elsewhere (or without it) the per-file fsyncs do all the work.
+    try:
+        import ctypes
+
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+        fd = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
+    except (OSError, AttributeError, ImportError):
+        return
+    try:
+        syncfs(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):  # some file systems refuse fsync on a folder
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
