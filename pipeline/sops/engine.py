@@ -113,7 +113,9 @@ __all__ = [
 SOPS_VERSION = "3.11.0"
 DEFAULT_UNENCRYPTED_SUFFIX = "_unencrypted"
 _MAC_ONLY_ENCRYPTED_INIT = bytes.fromhex("8a3fd2ad54ce66527b1034f3d147be0b0b975b3bf44f72c6fdadec8176f27d69")
-_ENC_RE = lazyre.compile(r"^ENC\[AES256_GCM,data:(.+),iv:(.+),tag:(.+),type:(.+)\]")
+_ENC_RE = lazyre.compile(r"^ENC\[AES256_GCM,data:(.+),iv:(.+),tag:(.+),type:(.+)\]")  # sops's own pattern
+# The same parts for the usual value (no comma in a field, one closing bracket), without backtracking.
+_ENC_PARTS = lazyre.compile(r"^ENC\[AES256_GCM,data:([^,]+),iv:([^,]+),tag:([^,]+),type:([^,\]]+)\]$")
 _ARMOR_BEGIN = "-----BEGIN AGE ENCRYPTED FILE-----"
 _ARMOR_END = "-----END AGE ENCRYPTED FILE-----"
 # Metadata keys for master keys this engine cannot use.
@@ -274,6 +276,7 @@ class _Cipher:
         self.key = key
         self.aead = _aesgcm(key)
         self.stash: dict[tuple[str, str, bytes], list[bytes]] = {}
+        self.comments = 0  # encrypted comments met while decrypting (sops writes them as list items)
 
     def encrypt(self, tag: str, data: bytes, aad: str) -> str:
         ivs = self.stash.get((aad, tag, data))
@@ -281,8 +284,10 @@ class _Cipher:
         out = self.aead.encrypt(iv, data, aad.encode())
         return f"ENC[AES256_GCM,data:{_b64(out[:-16])},iv:{_b64(iv)},tag:{_b64(out[-16:])},type:{tag}]"
 
-    def decrypt(self, text: str, aad: str, where: str) -> tuple[str, bytes]:
-        m = _ENC_RE.match(text)
+    def decrypt(self, text: str, aad: str, where: str | None = None) -> tuple[str, bytes]:
+        """A value's sops type and plaintext; ``where`` names it in errors (default: from ``aad``)."""
+        m = _ENC_PARTS.match(text) or _ENC_RE.match(text)
+        where = where or _where_aad(aad)
         if not m:
             raise PipelineError(f"value at {where} is not a sops ENC[...] value")
         try:
@@ -308,7 +313,8 @@ _GO_FLOAT = lazyre.compile(
 )
 
 
-def _typed(tag: str, plain: bytes, where: str) -> Any:
+def _typed(tag: str, plain: bytes, aad: str) -> Any:
+    where = _where_aad(aad)
     try:
         text = plain.decode()
     except UnicodeDecodeError:
@@ -386,26 +392,30 @@ def _walk_decrypt(value: Any, path: list[str], rules: _Rules, cipher: _Cipher, m
 
 
 def _decrypt_tree(value: Any, aad: str, hits: int, table: _RuleTable, cipher: _Cipher, mac: Any) -> Any:
-    if isinstance(value, dict):
+    kind = type(value)
+    if kind is dict or (kind is not list and isinstance(value, dict)):
         out = {k: _decrypt_tree(v, f"{aad}{k}:", hits | table.key(k), table, cipher, mac) for k, v in value.items()}
-        if any(isinstance(v, _Comment) for v in out.values()):
+        if cipher.comments and any(isinstance(v, _Comment) for v in out.values()):
             raise EngineUnsupported("an encrypted comment in place of a mapping value")
         return out
-    if isinstance(value, list):
+    if kind is list or isinstance(value, list):
         items = [_decrypt_tree(v, aad, hits, table, cipher, mac) for v in value]
+        if not cipher.comments:
+            return items
         return [v for v in items if not isinstance(v, _Comment)]  # sops -d prints these as comments
     if value is None:
         return None
     encrypted = table.encrypted[hits]
     if encrypted and value != "":
-        if not isinstance(value, str):
+        if kind is not str and not isinstance(value, str):
             raise PipelineError(f"value at {_where_aad(aad)} should be encrypted but is not")
-        tag, plain = cipher.decrypt(value, aad, _where_aad(aad))
-        value = _typed(tag, plain, _where_aad(aad))
-        if isinstance(value, _Comment):
+        tag, plain = cipher.decrypt(value, aad)
+        value = _typed(tag, plain, aad)
+        if type(value) is _Comment:
+            cipher.comments += 1
             return value
     if encrypted or table.mac_all:
-        mac.update(value if isinstance(value, bytes) else _plain_bytes(value)[1])
+        mac.update(value if type(value) is bytes else _plain_bytes(value)[1])
     return value
 
 
