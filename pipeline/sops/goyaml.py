@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from pipeline import lazyre
+from pipeline.talos.yaml import resolve_plain_tagged
 
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
@@ -81,96 +82,16 @@ def go_format_float_g(x: float) -> str:
     return _fmt_f(neg, digits, dp, max(len(digits) - dp, 0))
 
 
-_RESOLVE_MAP: dict[str, tuple[str, Any]] = {}
-for _tag, _value, _words in (
-    ("bool", True, ("true", "True", "TRUE")),
-    ("bool", False, ("false", "False", "FALSE")),
-    ("null", None, ("", "~", "null", "Null", "NULL")),
-    ("float", float("nan"), (".nan", ".NaN", ".NAN")),
-    ("float", float("inf"), (".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF")),
-    ("float", float("-inf"), ("-.inf", "-.Inf", "-.INF")),
-    ("merge", "<<", ("<<",)),
-):
-    for _w in _words:
-        _RESOLVE_MAP[_w] = (_tag, _value)
-
-_YAML_STYLE_FLOAT = lazyre.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
-_DOT_FLOAT = lazyre.compile(r"^\.[0-9]+([eE][-+]?[0-9]+)?$")
 _BASE60_FLOAT = lazyre.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
 _OLD_BOOLS = frozenset(
     ("y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "n", "N", "no", "No", "NO", "off", "Off", "OFF")
 )
-_DIGITS = {2: "01", 8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
-_TIMESTAMP = lazyre.compile(
-    r"^(\d{4})-(\d{1,2})-(\d{1,2})"
-    r"(?:[Tt](\d{1,2}):(\d{1,2}):(\d{1,2})(?:[.,]\d+)?(?:Z|[+-](\d{2}):(\d{2}))"
-    r"| (\d{1,2}):(\d{1,2}):(\d{1,2})(?:[.,]\d+)?)?$"
-)
-
-
-def _go_parse_int(s: str, signed: bool) -> int | None:
-    """strconv.ParseInt(s, 0, 64) / ParseUint: the value, or None on a syntax or range error."""
-    neg = False
-    if signed and s[:1] in ("+", "-"):
-        neg, s = s[0] == "-", s[1:]
-    base = 10
-    if len(s) > 1 and s[0] == "0":
-        prefix = s[1].lower()
-        base, s = {"x": (16, s[2:]), "b": (2, s[2:]), "o": (8, s[2:])}.get(prefix, (8, s[1:]))
-    if not s or any(c not in _DIGITS[base] for c in s):
-        return None
-    value = -int(s, base) if neg else int(s, base)
-    lo, hi = _INT64 if signed else (0, (1 << 64) - 1)
-    return value if lo <= value <= hi else None
-
-
-def _go_is_timestamp(s: str) -> bool:
-    m = _TIMESTAMP.match(s)
-    if not m:
-        return False
-    year, month, day = int(m[1]), int(m[2]), int(m[3])
-    if not 1 <= month <= 12:
-        return False
-    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-    days = [31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1]
-    if not 1 <= day <= days:
-        return False
-    clock = [g for g in (m[4], m[5], m[6]) if g] or [g for g in (m[9], m[10], m[11]) if g]
-    if clock and not (int(clock[0]) < 24 and int(clock[1]) < 60 and int(clock[2]) < 60):
-        return False
-    return not (m[7] and (int(m[7]) > 24 or int(m[8]) > 60))
 
 
 def go_resolve(s: str) -> tuple[str, Any]:
-    """How go-yaml v3 types an untagged plain scalar: (tag, value), tag one of
-    str, int, float, bool, null, timestamp, merge (ints outside int64 give ``uint``)."""
-    if not s:
-        return "null", None
-    hint = s[0]
-    if hint in "+-0123456789yYnNtTfFoO~.":
-        if s in _RESOLVE_MAP:
-            return _RESOLVE_MAP[s]
-        if hint == ".":
-            if _DOT_FLOAT.match(s):
-                value = float(s)
-                if value not in (float("inf"), float("-inf")):
-                    return "float", value
-        elif hint in "+-0123456789":
-            if _go_is_timestamp(s):
-                return "timestamp", s
-            plain = s.replace("_", "")
-            if plain:
-                value_i = _go_parse_int(plain, signed=True)
-                if value_i is not None:
-                    return "int", value_i
-                value_u = _go_parse_int(plain, signed=False)
-                if value_u is not None:
-                    return "uint", value_u
-                if _YAML_STYLE_FLOAT.match(plain):
-                    value = float(plain)
-                    if value not in (float("inf"), float("-inf")):
-                        return "float", value
-    return "str", s
+    """How go-yaml v3 types an untagged plain scalar: (tag, value), tag one of str, int, float, bool,
+    null, timestamp, merge, uint. The one implementation is :func:`pipeline.talos.yaml.resolve_plain_tagged`."""
+    return resolve_plain_tagged(s)
 
 
 def _needs_quotes(s: str) -> bool:
@@ -699,9 +620,10 @@ def _undouble(body: str) -> str:
     def one(m: Any) -> str:
         code = m[1] or m[2] or m[3]
         if code:
-            if 0xD800 <= int(code, 16) <= 0xDFFF:
-                raise _NotFast  # a lone surrogate: leave it to the parser
-            return chr(int(code, 16))
+            point = int(code, 16)
+            if 0xD800 <= point <= 0xDFFF or point > 0x10FFFF:
+                raise _NotFast  # a lone surrogate or no character at all: leave it to the parser
+            return chr(point)
         if m[4] not in _UNESCAPES:
             raise _NotFast
         return _UNESCAPES[m[4]]

@@ -308,6 +308,24 @@ def resolve_plain(text: str) -> Any:
     return str(value) if isinstance(value, _Timestamp) else value
 
 
+_TAG_NAMES = {bool: "bool", int: "int", float: "float", str: "str", type(None): "null"}
+_INT64_MAX = (1 << 63) - 1
+
+
+def resolve_plain_tagged(text: str) -> tuple[str, Any]:
+    """go-yaml v3's (tag, value) for the plain scalar ``text``: tag one of str, int, float, bool, null,
+    timestamp (value: the text), merge (``<<``) or uint (an integer above int64, which sops cannot hold)."""
+    if text == "<<":
+        return "merge", text
+    value = _resolve(text)
+    if isinstance(value, _Timestamp):
+        return "timestamp", str(value)
+    tag = _TAG_NAMES[type(value)]
+    if tag == "int" and value > _INT64_MAX:
+        return "uint", value
+    return tag, value
+
+
 _BASE60 = lazyre.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
 _OLD_BOOLS = frozenset(
     ("y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "n", "N", "no", "No", "NO", "off", "Off", "OFF")

@@ -173,3 +173,10 @@ def test_a_mapping_as_a_key_is_a_finding_not_a_crash() -> None:
     assert goyaml.read_written(text) is None
     findings = metadata.scan_artefact(text, "encrypted/n.encrypted.yaml")
     assert findings == ["encrypted/n.encrypted.yaml: not a SOPS file (a mapping key that is a list or mapping)"]
+
+
+@pytest.mark.parametrize("escape", ["\\U00110000", "\\uD800", "\\q"])
+def test_an_escape_that_is_no_character_is_left_to_the_parser(escape: str) -> None:
+    text = f'"k{escape}": 1\nsops:\n    mac: x\n'
+    assert goyaml.read_written(text) is None
+    metadata.scan_artefact(text, "encrypted/n.encrypted.yaml")  # judged on the parser's path, no crash
