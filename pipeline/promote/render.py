@@ -84,14 +84,15 @@ def _base_secrets(base: tuple[dict[str, Any], ...]) -> SecretSet:
 
 # The base config's own plain texts that hold no secret, per base and rule: most of a node's plain texts
 # are the base's, unchanged, and need not be looked at again for every node.
-_BASE_CLEAN: dict[tuple[int, str], tuple[tuple[dict[str, Any], ...], frozenset[str]]] = {}
+_BASE_CLEAN: dict[tuple[Any, ...], tuple[tuple[dict[str, Any], ...], frozenset[str]]] = {}
 
 
 def _base_clean_texts(base: tuple[dict[str, Any], ...], rule: dict[str, Any], secrets: SecretSet) -> frozenset[str]:
-    key = (id(base), json.dumps(rule, sort_keys=True, default=str))
+    patterns = _rule_patterns(rule)
+    # Only the two regexes decide which texts are plain (see _plain_strings): they are the key.
+    key = (id(base), *((p.pattern, p.flags) if p is not None else None for p in patterns or (None, None)))
     cached = _BASE_CLEAN.get(key)
     if cached is None or cached[0] is not base:
-        patterns = _rule_patterns(rule)
         texts = {text for doc in base for _path, text in _plain_strings(doc, "", *patterns)} if patterns else set()
         cached = (base, frozenset(text for text in texts if not contains_secret(text, secrets)))
         _BASE_CLEAN[key] = cached
@@ -207,6 +208,47 @@ def _plain_strings(value: Any, path: str, encrypted: re.Pattern[str] | None,
         yield path, value
 
 
+# Per pair of rule regexes, whether the value under a key is left in plaintext (see _plain_strings): the
+# same few hundred key names recur in every node of a fleet, so each is searched once per pattern pair.
+_KEY_VERDICTS: dict[tuple[Any, ...], dict[str, bool]] = {}
+
+
+def _key_verdicts(encrypted: re.Pattern[str] | None, unencrypted: re.Pattern[str] | None) -> dict[str, bool]:
+    key = tuple((p.pattern, p.flags) if p is not None else None for p in (encrypted, unencrypted))
+    verdicts = _KEY_VERDICTS.get(key)
+    if verdicts is None or len(verdicts) > 65536:  # bounded: a fleet has a few hundred key names
+        if len(_KEY_VERDICTS) > 64:
+            _KEY_VERDICTS.clear()
+        verdicts = _KEY_VERDICTS[key] = {}
+    return verdicts
+
+
+def _collect_plain_texts(value: Any, patterns: tuple[re.Pattern[str] | None, re.Pattern[str] | None],
+                         verdicts: dict[str, bool], known_clean: frozenset[str], out: set[str]) -> None:
+    """Add to ``out`` every text of ``value`` that _plain_strings yields, of WINDOW characters or more and
+    not in ``known_clean`` (the same texts, without building their paths)."""
+    encrypted, unencrypted = patterns
+    stack = [value]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                name = str(key)
+                if len(name) >= WINDOW and name not in known_clean:
+                    out.add(name)  # a key is never encrypted
+                plain = verdicts.get(name)
+                if plain is None:
+                    plain = verdicts[name] = not (
+                        (encrypted is not None and encrypted.search(name))
+                        or (unencrypted is not None and not unencrypted.search(name)))
+                if plain:
+                    stack.append(item)
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str) and len(value) >= WINDOW and value not in known_clean:
+            out.add(value)
+
+
 def _rule_patterns(rule: dict[str, Any]) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None] | None:
     """The rule's (encrypted_regex, unencrypted_regex) compiled; None when the taint check does not apply."""
     enc, unenc = rule.get("encrypted_regex"), rule.get("unencrypted_regex")
@@ -228,22 +270,32 @@ def _tainted_path(documents: list[Any], secrets: SecretSet, rule: dict[str, Any]
     patterns = _rule_patterns(rule)
     if patterns is None:
         return None
+    # One look over every plain text at once (NUL never occurs in a secret, so no window spans two texts):
+    # a clean node, the usual case, costs one set intersection instead of one per field, and no path is
+    # spelled out; only a node that may hold a secret is walked again to name the first place.
+    texts: set[str] = set()
+    verdicts = _key_verdicts(*patterns)
+    for doc in documents:
+        _collect_plain_texts(doc, patterns, verdicts, known_clean, texts)
+    if not contains_secret("\0".join(texts), secrets):
+        return None
     found = [(index, path, text) for index, doc in enumerate(documents)
              for path, text in _plain_strings(doc, "", *patterns) if text not in known_clean]
-    # One look over every plain text at once (NUL never occurs in a secret, so no window spans two texts):
-    # a clean node, the usual case, costs one set intersection instead of one per field.
-    if not contains_secret("\0".join({text for _index, _path, text in found if len(text) >= WINDOW}), secrets):
-        return None
     for index, path, text in found:
         if contains_secret(text, secrets):
             return path if len(documents) == 1 else f"document {index + 1}: {path}"
     return None
 
 
-def _refuse_tainted(inventory: Inventory, node: Node, result: Rendered) -> None:
-    """Refuse a rendered node whose plain fields hold a value of the base config's secrets."""
-    shape = _rule_shape(inventory.root, node_artefact(inventory, node))
-    if shape is None or not result.base:
+def _refuse_tainted(inventory: Inventory, node: Node, result: Rendered,
+                    shape: dict[str, Any] | bool | None = False) -> None:
+    """Refuse a rendered node whose plain fields hold a value of the base config's secrets.
+
+    ``shape``: the node's ``_rule_shape``, when the caller has it already (False: look it up).
+    """
+    if shape is False:
+        shape = _rule_shape(inventory.root, node_artefact(inventory, node))
+    if not isinstance(shape, dict) or not result.base:
         return
     secrets = _base_secrets(result.base)
     path = _tainted_path(result.documents, secrets, shape, _base_clean_texts(result.base, shape, secrets))
@@ -372,14 +424,15 @@ def render_values(inventory: Inventory, node: Node) -> dict[str, Any]:
 
 def _render(inventory: Inventory, node: Node) -> tuple[Path, Rendered]:
     result = render_node(inventory, node)
-    _refuse_tainted(inventory, node, result)
+    # One look-up of the creation rule serves the taint check and the keyed digest.
+    shape = _rule_shape(inventory.root, node_artefact(inventory, node))
+    _refuse_tainted(inventory, node, result, shape)
     path = inventory.root / rendered_path(inventory, node)
     write_plaintext(path, result.text)
     if talosctl.binary() is not None:
         talosctl.validate(path, f"node {node.name}")  # Talos's own validator, when it is installed
     # The keyed digest is taken here, while the documents are in memory: encrypt need not parse
     # the rendered file again (a few ms a node, which adds up over a fleet).
-    shape = _rule_shape(inventory.root, node_artefact(inventory, node))
     digest = ledger.keyed_digest(result.documents, ledger.canonical(shape)) if shape is not None else None
     facts = {"inputs": result.inputs, "rendered": digest, "shape": shape}
     identity = file_identity(path)
