@@ -379,13 +379,17 @@ _ARGS_KEY = "extraArgs"
 # Helpers
 
 
+# What _clone returns as it is: taken in place by its callers' loops, without a call per leaf.
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
 def _clone(value: Any) -> Any:
     """Deep copy of plain YAML data; much cheaper than copy.deepcopy (and unshares YAML aliases)."""
     kind = type(value)
     if kind is dict:
-        return {key: _clone(item) for key, item in value.items()}
+        return {key: item if type(item) in _LEAVES else _clone(item) for key, item in value.items()}
     if kind is list or kind is tuple:
-        return [_clone(item) for item in value]
+        return [item if type(item) in _LEAVES else _clone(item) for item in value]
     if isinstance(value, dict):
         return {key: _clone(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
