@@ -22,6 +22,7 @@ from pipeline.promote.intent import (
     _patch_texts,
     check_secret_landing,
     intent_inputs,
+    repo_path,
     source_digest,
 )
 from pipeline.redact import WINDOW, SecretSet, contains_secret, is_sensitive_path
@@ -427,7 +428,7 @@ def _render(inventory: Inventory, node: Node) -> tuple[Path, Rendered]:
     # One look-up of the creation rule serves the taint check and the keyed digest.
     shape = _rule_shape(inventory.root, node_artefact(inventory, node))
     _refuse_tainted(inventory, node, result, shape)
-    path = inventory.root / rendered_path(inventory, node)
+    path = repo_path(inventory.root, rendered_path(inventory, node))
     write_plaintext(path, result.text)
     if talosctl.binary() is not None:
         talosctl.validate(path, f"node {node.name}")  # Talos's own validator, when it is installed
@@ -465,10 +466,11 @@ def _parse_sops_config(text: str) -> SopsConfig:
 
 def _sops_config(root: Path) -> SopsConfig | None:
     """`.sops.yaml`, read and parsed once per process while the file stays the same (it is asked per node)."""
-    identity = file_identity(root / SOPS_CONFIG)
+    path = repo_path(root, SOPS_CONFIG)
+    identity = file_identity(path)
     if identity is None:
         return None
-    return _read_sops_config(str(root / SOPS_CONFIG), *identity)
+    return _read_sops_config(str(path), *identity)
 
 
 @lru_cache(maxsize=4)
