@@ -444,10 +444,17 @@ class _Delete:
 
 
 def _has_directive(value: Any) -> bool:
-    if isinstance(value, dict):
-        return "$patch" in value or any(_has_directive(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_has_directive(item) for item in value)
+    # Whether any mapping inside ``value`` has a "$patch" key. Iterative: every node's render asks it
+    # of every patch document, and a generator per level cost more than the look itself.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "$patch" in item:
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
 
 
