@@ -531,9 +531,19 @@ class _Builder:
             if key in first_line:
                 raise _Refusal(f"duplicate key '{key}' (first defined on line {first_line[key]})", key_node)
             first_line[key] = line
-            lines[(*path, key)] = line
-            result[key] = self.build(value_node, (*path, key), lines, raw)
-            lines[(*path, key)] = line  # the key's line, not its value's
+            here = (*path, key)
+            lines[here] = line
+            if type(value_node) is ScalarNode:
+                # build()'s steps for a scalar, without the call (most values are scalars); its line
+                # entry is the key's, set just above.
+                _check_tag(value_node)
+                if len(here) > self.max_depth:
+                    raise _Refusal(f"nested more than {self.max_depth} levels deep (after expanding aliases)",
+                                   value_node)
+                result[key] = self.scalar(value_node, here, raw)
+            else:
+                result[key] = self.build(value_node, here, lines, raw)
+            lines[here] = line  # the key's line, not its value's
         for key_node, merge in merges:
             self.merge(key_node, merge, path, result, lines, raw)
         return result
