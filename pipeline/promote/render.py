@@ -84,20 +84,26 @@ def _base_secrets(base: tuple[dict[str, Any], ...]) -> SecretSet:
 
 
 # The base config's own plain texts that hold no secret, per base and rule: most of a node's plain texts
-# are the base's, unchanged, and need not be looked at again for every node.
-_BASE_CLEAN: dict[tuple[Any, ...], tuple[tuple[dict[str, Any], ...], frozenset[str]]] = {}
+# are the base's, unchanged, and need not be looked at again for every node. Beside them, the other plain
+# texts nodes of this base have had and that were found clean against the same secrets (the fleet's shared
+# patch values, its label keys): judged once, not once per node. Both hold only verdicts about texts
+# against this base's secret set, which is made once per base and never changed (_base_secrets).
+_BASE_CLEAN: dict[tuple[Any, ...], tuple[tuple[dict[str, Any], ...], frozenset[str], set[str]]] = {}
+_SEEN_CLEAN_LIMIT = 65536  # per-node texts (addresses, host names) are many: the set stays bounded
 
 
-def _base_clean_texts(base: tuple[dict[str, Any], ...], rule: dict[str, Any], secrets: SecretSet) -> frozenset[str]:
+def _base_clean_texts(base: tuple[dict[str, Any], ...], rule: dict[str, Any],
+                      secrets: SecretSet) -> tuple[frozenset[str], set[str]]:
+    """(the base's own clean plain texts, the other plain texts found clean so far) for this base and rule."""
     patterns = _rule_patterns(rule)
     # Only the two regexes decide which texts are plain (see _plain_strings): they are the key.
     key = (id(base), *((p.pattern, p.flags) if p is not None else None for p in patterns or (None, None)))
     cached = _BASE_CLEAN.get(key)
     if cached is None or cached[0] is not base:
         texts = {text for doc in base for _path, text in _plain_strings(doc, "", *patterns)} if patterns else set()
-        cached = (base, frozenset(text for text in texts if not contains_secret(text, secrets)))
+        cached = (base, frozenset(text for text in texts if not contains_secret(text, secrets)), set())
         _BASE_CLEAN[key] = cached
-    return cached[1]
+    return cached[1], cached[2]
 
 
 def secrets_seen(root: Path) -> SecretSet:
@@ -263,10 +269,11 @@ def _rule_patterns(rule: dict[str, Any]) -> tuple[re.Pattern[str] | None, re.Pat
 
 
 def _tainted_path(documents: list[Any], secrets: SecretSet, rule: dict[str, Any],
-                  known_clean: frozenset[str] = frozenset()) -> str | None:
+                  known_clean: frozenset[str] = frozenset(), seen_clean: set[str] | None = None) -> str | None:
     """The first plaintext position holding a known secret (whole, a piece of 8+ characters, or a transform).
 
     ``known_clean``: texts already found clean against these secrets (the base config's own plain texts).
+    ``seen_clean``: more such texts, to which this call adds the texts it finds clean.
     """
     patterns = _rule_patterns(rule)
     if patterns is None:
@@ -278,7 +285,14 @@ def _tainted_path(documents: list[Any], secrets: SecretSet, rule: dict[str, Any]
     verdicts = _key_verdicts(*patterns)
     for doc in documents:
         _collect_plain_texts(doc, patterns, verdicts, known_clean, texts)
+    if seen_clean is not None:
+        texts = {text for text in texts if text not in seen_clean}
     if not contains_secret("\0".join(texts), secrets):
+        # Each text is clean too (its windows are windows of the joined text): remember them.
+        if seen_clean is not None and texts:
+            if len(seen_clean) > _SEEN_CLEAN_LIMIT:
+                seen_clean.clear()
+            seen_clean.update(texts)
         return None
     found = [(index, path, text) for index, doc in enumerate(documents)
              for path, text in _plain_strings(doc, "", *patterns) if text not in known_clean]
@@ -299,7 +313,7 @@ def _refuse_tainted(inventory: Inventory, node: Node, result: Rendered,
     if not isinstance(shape, dict) or not result.base:
         return
     secrets = _base_secrets(result.base)
-    path = _tainted_path(result.documents, secrets, shape, _base_clean_texts(result.base, shape, secrets))
+    path = _tainted_path(result.documents, secrets, shape, *_base_clean_texts(result.base, shape, secrets))
     if path is None:
         return
     culprit = "its patches"

@@ -59,3 +59,17 @@ def test_a_secret_in_a_plain_field_is_named() -> None:
     assert render._tainted_path(as_key, secrets, rule) == "document 1: machine.nodeLabels (a key)"
     # A text the caller already found clean is not looked at again (the base config's own texts).
     assert render._tainted_path(leaked, secrets, rule, frozenset({f"x{secret[::-1]}"})) is None
+
+
+def test_texts_found_clean_are_remembered_and_a_secret_is_still_found() -> None:
+    secret = "S3cr3t-value-0123456789abcdef"
+    secrets = SecretSet()
+    secrets.add(secret)
+    rule = {"encrypted_regex": "^(token|key)$"}
+    seen: set[str] = set()
+    clean = [{"machine": {"token": secret, "nodeLabels": {"zone": "zone-a-rack-01"}}}]
+    assert render._tainted_path(clean, secrets, rule, frozenset(), seen) is None
+    assert seen == {"nodeLabels", "zone-a-rack-01"}  # texts of WINDOW (8) characters or more
+    leaked = [{"machine": {"nodeLabels": {"zone": "zone-a-rack-01", "b": secret}}}]
+    assert render._tainted_path(leaked, secrets, rule, frozenset(), seen) == "machine.nodeLabels.b"
+    assert secret not in seen
