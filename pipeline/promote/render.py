@@ -102,6 +102,8 @@ def _base_clean_texts(base: tuple[dict[str, Any], ...], rule: dict[str, Any],
     if cached is None or cached[0] is not base:
         texts = {text for doc in base for _path, text in _plain_strings(doc, "", *patterns)} if patterns else set()
         cached = (base, frozenset(text for text in texts if not contains_secret(text, secrets)), set())
+        if len(_BASE_CLEAN) > 32:  # a process that sees many repositories (tests, watch) stays bounded
+            _BASE_CLEAN.clear()
         _BASE_CLEAN[key] = cached
     return cached[1], cached[2]
 
