@@ -47,6 +47,13 @@ def _parse_patch(text: str, source: str) -> Patch:
     return load_patch(text, source)
 
 
+@lru_cache(maxsize=8192)
+def repo_path(root: Path, name: str) -> Path:
+    """``root / name``, made once per pair: every node asks for its patch files several times a run, and
+    building a Path (parsing and normalising its parts) cost more than the stat that follows it."""
+    return root / name
+
+
 def _patch_texts(inventory: Inventory, node: Node) -> list[tuple[str, str, str]]:
     """``node``'s patch files as (source, file text, templated text), in order.
 
@@ -56,7 +63,7 @@ def _patch_texts(inventory: Inventory, node: Node) -> list[tuple[str, str, str]]
     context = inventory.template_context(node)
     out = []
     for source in inventory.patches_for(node):
-        text = _read_patch(inventory.root / source, source)
+        text = _read_patch(repo_path(inventory.root, source), source)
         if secrets.is_sealed(text):
             out.append((source, text, secrets.sealed_text(inventory.root, source)))
         elif secrets.uses_secrets(text):
@@ -105,7 +112,7 @@ def _digest_cached(path: str, inode: int, mtime_ns: int, size: int) -> str | Non
 
 def _base_digest(inventory: Inventory, role: str) -> str | None:
     # Every node of a role names the same base: hash it once per run, not once per node.
-    path = inventory.root / base_artefact(role)
+    path = repo_path(inventory.root, base_artefact(role))
     identity = file_identity(path)
     return None if identity is None else _digest_cached(str(path), *identity)
 
@@ -203,7 +210,7 @@ def intent_inputs(inventory: Inventory, node: Node, patches: list[Patch] | None 
     used: dict[str, None] = {}
     context: dict[str, Any] | None = None
     for index, source in enumerate(sources):
-        text = _read_patch(root / source, source)
+        text = _read_patch(repo_path(root, source), source)
         if secrets.is_sealed(text):
             inputs.append(f"{source} {secrets.sealed_digest(root, source, _recorded(root))}")
         elif secrets.uses_secrets(text):
@@ -225,7 +232,7 @@ def secret_sources(inventory: Inventory, node: Node) -> tuple[list[str], bool]:
     """``node``'s encrypted patches, and whether any of its templates reads ``secrets`` (keyless)."""
     sealed, uses = [], False
     for source in inventory.patches_for(node):
-        text = _read_patch(inventory.root / source, source)
+        text = _read_patch(repo_path(inventory.root, source), source)
         if secrets.is_sealed(text):
             sealed.append(source)
         elif secrets.uses_secrets(text):
@@ -263,7 +270,7 @@ def _taints(inventory: Inventory, node: Node) -> list[secrets.Taint]:
     root = inventory.root
     taints: list[secrets.Taint] = []
     for source in inventory.patches_for(node):
-        text = _read_patch(root / source, source)
+        text = _read_patch(repo_path(root, source), source)
         if secrets.is_sealed(text):
             taints += secrets.sealed_taints(root, source)
         elif secrets.uses_secrets(text):
@@ -300,7 +307,8 @@ def source_digest(inventory: Inventory, node: Node, texts: list[tuple[str, str]]
     ``texts``: (source, file text) of the patches, as read for the render this digest describes.
     """
     if texts is None:
-        texts = [(source, _read_patch(inventory.root / source, source)) for source in inventory.patches_for(node)]
+        texts = [(source, _read_patch(repo_path(inventory.root, source), source))
+                 for source in inventory.patches_for(node)]
     head = _head_inputs(inventory, node) if head is None else head
     parts: list[Any] = ["sources v1", head, inventory.template_context(node), texts]
     if any(secrets.uses_secrets(text) for _source, text in texts):

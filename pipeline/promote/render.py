@@ -22,6 +22,7 @@ from pipeline.promote.intent import (
     _patch_texts,
     check_secret_landing,
     intent_inputs,
+    repo_path,
     source_digest,
 )
 from pipeline.redact import WINDOW, SecretSet, contains_secret, is_sensitive_path
@@ -83,19 +84,28 @@ def _base_secrets(base: tuple[dict[str, Any], ...]) -> SecretSet:
 
 
 # The base config's own plain texts that hold no secret, per base and rule: most of a node's plain texts
-# are the base's, unchanged, and need not be looked at again for every node.
-_BASE_CLEAN: dict[tuple[int, str], tuple[tuple[dict[str, Any], ...], frozenset[str]]] = {}
+# are the base's, unchanged, and need not be looked at again for every node. Beside them, the other plain
+# texts nodes of this base have had and that were found clean against the same secrets (the fleet's shared
+# patch values, its label keys): judged once, not once per node. Both hold only verdicts about texts
+# against this base's secret set, which is made once per base and never changed (_base_secrets).
+_BASE_CLEAN: dict[tuple[Any, ...], tuple[tuple[dict[str, Any], ...], frozenset[str], set[str]]] = {}
+_SEEN_CLEAN_LIMIT = 65536  # per-node texts (addresses, host names) are many: the set stays bounded
 
 
-def _base_clean_texts(base: tuple[dict[str, Any], ...], rule: dict[str, Any], secrets: SecretSet) -> frozenset[str]:
-    key = (id(base), json.dumps(rule, sort_keys=True, default=str))
+def _base_clean_texts(base: tuple[dict[str, Any], ...], rule: dict[str, Any],
+                      secrets: SecretSet) -> tuple[frozenset[str], set[str]]:
+    """(the base's own clean plain texts, the other plain texts found clean so far) for this base and rule."""
+    patterns = _rule_patterns(rule)
+    # Only the two regexes decide which texts are plain (see _plain_strings): they are the key.
+    key = (id(base), *((p.pattern, p.flags) if p is not None else None for p in patterns or (None, None)))
     cached = _BASE_CLEAN.get(key)
     if cached is None or cached[0] is not base:
-        patterns = _rule_patterns(rule)
         texts = {text for doc in base for _path, text in _plain_strings(doc, "", *patterns)} if patterns else set()
-        cached = (base, frozenset(text for text in texts if not contains_secret(text, secrets)))
+        cached = (base, frozenset(text for text in texts if not contains_secret(text, secrets)), set())
+        if len(_BASE_CLEAN) > 32:  # a process that sees many repositories (tests, watch) stays bounded
+            _BASE_CLEAN.clear()
         _BASE_CLEAN[key] = cached
-    return cached[1]
+    return cached[1], cached[2]
 
 
 def secrets_seen(root: Path) -> SecretSet:
@@ -207,6 +217,47 @@ def _plain_strings(value: Any, path: str, encrypted: re.Pattern[str] | None,
         yield path, value
 
 
+# Per pair of rule regexes, whether the value under a key is left in plaintext (see _plain_strings): the
+# same few hundred key names recur in every node of a fleet, so each is searched once per pattern pair.
+_KEY_VERDICTS: dict[tuple[Any, ...], dict[str, bool]] = {}
+
+
+def _key_verdicts(encrypted: re.Pattern[str] | None, unencrypted: re.Pattern[str] | None) -> dict[str, bool]:
+    key = tuple((p.pattern, p.flags) if p is not None else None for p in (encrypted, unencrypted))
+    verdicts = _KEY_VERDICTS.get(key)
+    if verdicts is None or len(verdicts) > 65536:  # bounded: a fleet has a few hundred key names
+        if len(_KEY_VERDICTS) > 64:
+            _KEY_VERDICTS.clear()
+        verdicts = _KEY_VERDICTS[key] = {}
+    return verdicts
+
+
+def _collect_plain_texts(value: Any, patterns: tuple[re.Pattern[str] | None, re.Pattern[str] | None],
+                         verdicts: dict[str, bool], known_clean: frozenset[str], out: set[str]) -> None:
+    """Add to ``out`` every text of ``value`` that _plain_strings yields, of WINDOW characters or more and
+    not in ``known_clean`` (the same texts, without building their paths)."""
+    encrypted, unencrypted = patterns
+    stack = [value]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                name = str(key)
+                if len(name) >= WINDOW and name not in known_clean:
+                    out.add(name)  # a key is never encrypted
+                plain = verdicts.get(name)
+                if plain is None:
+                    plain = verdicts[name] = not (
+                        (encrypted is not None and encrypted.search(name))
+                        or (unencrypted is not None and not unencrypted.search(name)))
+                if plain:
+                    stack.append(item)
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str) and len(value) >= WINDOW and value not in known_clean:
+            out.add(value)
+
+
 def _rule_patterns(rule: dict[str, Any]) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None] | None:
     """The rule's (encrypted_regex, unencrypted_regex) compiled; None when the taint check does not apply."""
     enc, unenc = rule.get("encrypted_regex"), rule.get("unencrypted_regex")
@@ -220,33 +271,51 @@ def _rule_patterns(rule: dict[str, Any]) -> tuple[re.Pattern[str] | None, re.Pat
 
 
 def _tainted_path(documents: list[Any], secrets: SecretSet, rule: dict[str, Any],
-                  known_clean: frozenset[str] = frozenset()) -> str | None:
+                  known_clean: frozenset[str] = frozenset(), seen_clean: set[str] | None = None) -> str | None:
     """The first plaintext position holding a known secret (whole, a piece of 8+ characters, or a transform).
 
     ``known_clean``: texts already found clean against these secrets (the base config's own plain texts).
+    ``seen_clean``: more such texts, to which this call adds the texts it finds clean.
     """
     patterns = _rule_patterns(rule)
     if patterns is None:
         return None
+    # One look over every plain text at once (NUL never occurs in a secret, so no window spans two texts):
+    # a clean node, the usual case, costs one set intersection instead of one per field, and no path is
+    # spelled out; only a node that may hold a secret is walked again to name the first place.
+    texts: set[str] = set()
+    verdicts = _key_verdicts(*patterns)
+    for doc in documents:
+        _collect_plain_texts(doc, patterns, verdicts, known_clean, texts)
+    if seen_clean is not None:
+        texts = {text for text in texts if text not in seen_clean}
+    if not contains_secret("\0".join(texts), secrets):
+        # Each text is clean too (its windows are windows of the joined text): remember them.
+        if seen_clean is not None and texts:
+            if len(seen_clean) > _SEEN_CLEAN_LIMIT:
+                seen_clean.clear()
+            seen_clean.update(texts)
+        return None
     found = [(index, path, text) for index, doc in enumerate(documents)
              for path, text in _plain_strings(doc, "", *patterns) if text not in known_clean]
-    # One look over every plain text at once (NUL never occurs in a secret, so no window spans two texts):
-    # a clean node, the usual case, costs one set intersection instead of one per field.
-    if not contains_secret("\0".join({text for _index, _path, text in found if len(text) >= WINDOW}), secrets):
-        return None
     for index, path, text in found:
         if contains_secret(text, secrets):
             return path if len(documents) == 1 else f"document {index + 1}: {path}"
     return None
 
 
-def _refuse_tainted(inventory: Inventory, node: Node, result: Rendered) -> None:
-    """Refuse a rendered node whose plain fields hold a value of the base config's secrets."""
-    shape = _rule_shape(inventory.root, node_artefact(inventory, node))
-    if shape is None or not result.base:
+def _refuse_tainted(inventory: Inventory, node: Node, result: Rendered,
+                    shape: dict[str, Any] | bool | None = False) -> None:
+    """Refuse a rendered node whose plain fields hold a value of the base config's secrets.
+
+    ``shape``: the node's ``_rule_shape``, when the caller has it already (False: look it up).
+    """
+    if shape is False:
+        shape = _rule_shape(inventory.root, node_artefact(inventory, node))
+    if not isinstance(shape, dict) or not result.base:
         return
     secrets = _base_secrets(result.base)
-    path = _tainted_path(result.documents, secrets, shape, _base_clean_texts(result.base, shape, secrets))
+    path = _tainted_path(result.documents, secrets, shape, *_base_clean_texts(result.base, shape, secrets))
     if path is None:
         return
     culprit = "its patches"
@@ -372,14 +441,15 @@ def render_values(inventory: Inventory, node: Node) -> dict[str, Any]:
 
 def _render(inventory: Inventory, node: Node) -> tuple[Path, Rendered]:
     result = render_node(inventory, node)
-    _refuse_tainted(inventory, node, result)
-    path = inventory.root / rendered_path(inventory, node)
+    # One look-up of the creation rule serves the taint check and the keyed digest.
+    shape = _rule_shape(inventory.root, node_artefact(inventory, node))
+    _refuse_tainted(inventory, node, result, shape)
+    path = repo_path(inventory.root, rendered_path(inventory, node))
     write_plaintext(path, result.text)
     if talosctl.binary() is not None:
         talosctl.validate(path, f"node {node.name}")  # Talos's own validator, when it is installed
     # The keyed digest is taken here, while the documents are in memory: encrypt need not parse
     # the rendered file again (a few ms a node, which adds up over a fleet).
-    shape = _rule_shape(inventory.root, node_artefact(inventory, node))
     digest = ledger.keyed_digest(result.documents, ledger.canonical(shape)) if shape is not None else None
     facts = {"inputs": result.inputs, "rendered": digest, "shape": shape}
     identity = file_identity(path)
@@ -412,10 +482,11 @@ def _parse_sops_config(text: str) -> SopsConfig:
 
 def _sops_config(root: Path) -> SopsConfig | None:
     """`.sops.yaml`, read and parsed once per process while the file stays the same (it is asked per node)."""
-    identity = file_identity(root / SOPS_CONFIG)
+    path = repo_path(root, SOPS_CONFIG)
+    identity = file_identity(path)
     if identity is None:
         return None
-    return _read_sops_config(str(root / SOPS_CONFIG), *identity)
+    return _read_sops_config(str(path), *identity)
 
 
 @lru_cache(maxsize=4)

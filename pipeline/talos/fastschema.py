@@ -96,6 +96,18 @@ class Compiler:
             node = node[part]
         return node
 
+    def _lazy(self, schema: Any) -> Check:
+        """The check of ``schema``, compiled at its first call (a schema may refer to itself, recursion)."""
+        compiled: Check | None = None
+
+        def check(value: Any) -> bool:
+            nonlocal compiled
+            if compiled is None:
+                compiled = self.check(schema)  # the same object whichever thread compiles it first
+            return compiled(value)
+
+        return check
+
     def _compile(self, schema: Any) -> Check:
         if schema is True or schema == {}:
             return lambda value: True
@@ -106,44 +118,58 @@ class Compiler:
         unknown = set(schema) - _COMPILED - _ANNOTATIONS
         if unknown:
             raise Unsupported(f"keywords {sorted(unknown)}")
+        # The checks run in this order and stop at the first "no" (the order decides which lazily
+        # compiled part is reached, so which Unsupported is raised): one closure per keyword, each
+        # as direct as its keyword allows, since a fleet runs them on every value of every node.
         checks: list[Check] = []
 
         if "$ref" in schema:
-            target = self._resolve(schema["$ref"])
-            # Looked up at call time: a schema may refer to itself (recursion) before it is compiled.
-            checks.append(lambda value, target=target: self.check(target)(value))
+            checks.append(self._lazy(self._resolve(schema["$ref"])))
         if "type" in schema:
             names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
             for name in names:
                 _is_type(None, name)  # an unknown type name is refused now, not at the first document
-            checks.append(lambda value: any(_is_type(value, name) for name in names))
+            checks.append(_type_check(names))
         if "enum" in schema:
             allowed = list(schema["enum"])
             checks.append(lambda value: any(_json_equal(value, option) for option in allowed))
         if "pattern" in schema:
-            pattern = re.compile(schema["pattern"])
-            checks.append(lambda value: not isinstance(value, str) or pattern.search(value) is not None)
+            search = re.compile(schema["pattern"]).search
+            checks.append(lambda value: not isinstance(value, str) or search(value) is not None)
         if "required" in schema:
             required = tuple(schema["required"])
             checks.append(lambda value: not isinstance(value, dict) or all(key in value for key in required))
         if "items" in schema:
-            item_schema = schema["items"]
-            checks.append(lambda value: not isinstance(value, list)
-                          or all(self.check(item_schema)(item) for item in value))
+            item_check = self._lazy(schema["items"])
+
+            def items(value: Any) -> bool:
+                if isinstance(value, list):
+                    for item in value:
+                        if not item_check(item):
+                            return False
+                return True
+
+            checks.append(items)
         if "oneOf" in schema:
-            branches = list(schema["oneOf"])
-            checks.append(lambda value: sum(1 for branch in branches if self.check(branch)(value)) == 1)
+            branches = [self._lazy(branch) for branch in schema["oneOf"]]
+            checks.append(lambda value: sum(1 for branch in branches if branch(value)) == 1)
         if {"properties", "patternProperties", "additionalProperties"} & schema.keys():
             checks.append(self._object_check(schema))
 
         if len(checks) == 1:
             return checks[0]
+        if len(checks) == 2:
+            first, second = checks
+            return lambda value: first(value) and second(value)
         return lambda value: all(check(value) for check in checks)
 
     def _object_check(self, schema: dict[str, Any]) -> Check:
         properties: dict[str, Any] = schema.get("properties", {})
-        patterns = [(re.compile(p), sub) for p, sub in schema.get("patternProperties", {}).items()]
+        patterns = [(re.compile(p).search, self._lazy(sub)) for p, sub in schema.get("patternProperties", {}).items()]
         additional = schema.get("additionalProperties", True)
+        extra = None if additional is True else self._lazy(additional)
+        # Each property's check, found once per key (the same keys recur in every node of a fleet).
+        known_checks = {key: self._lazy(sub) for key, sub in properties.items()}
 
         def check(value: Any) -> bool:
             if not isinstance(value, dict):
@@ -152,15 +178,46 @@ class Compiler:
                 known = False
                 if key in properties:
                     known = True
-                    if not self.check(properties[key])(item):
+                    if not known_checks[key](item):
                         return False
-                for pattern, sub in patterns:
-                    if isinstance(key, str) and pattern.search(key):
-                        known = True
-                        if not self.check(sub)(item):
-                            return False
-                if not known and additional is not True and not self.check(additional)(item):
+                if patterns:
+                    for search, sub in patterns:
+                        if isinstance(key, str) and search(key):
+                            known = True
+                            if not sub(item):
+                                return False
+                if not known and extra is not None and not extra(item):
                     return False
             return True
 
         return check
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_integer(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+# _is_type's answers as one-argument checks (bool is an int in Python, never a JSON number).
+_TYPE_CHECKS: dict[str, Check] = {
+    "string": lambda value: isinstance(value, str),
+    "object": lambda value: isinstance(value, dict),
+    "array": lambda value: isinstance(value, list),
+    "boolean": lambda value: isinstance(value, bool),
+    "null": lambda value: value is None,
+    "integer": _is_integer,
+    "number": _is_number,
+}
+
+
+def _type_check(names: list[str]) -> Check:
+    """The ``type`` keyword: any of ``names`` (already known to be JSON type names)."""
+    checks = [_TYPE_CHECKS[name] for name in names]
+    if len(checks) == 1:
+        return checks[0]
+    return lambda value: any(check(value) for check in checks)

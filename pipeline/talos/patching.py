@@ -379,13 +379,17 @@ _ARGS_KEY = "extraArgs"
 # Helpers
 
 
+# What _clone returns as it is: taken in place by its callers' loops, without a call per leaf.
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
 def _clone(value: Any) -> Any:
     """Deep copy of plain YAML data; much cheaper than copy.deepcopy (and unshares YAML aliases)."""
     kind = type(value)
     if kind is dict:
-        return {key: _clone(item) for key, item in value.items()}
+        return {key: item if type(item) in _LEAVES else _clone(item) for key, item in value.items()}
     if kind is list or kind is tuple:
-        return [_clone(item) for item in value]
+        return [item if type(item) in _LEAVES else _clone(item) for item in value]
     if isinstance(value, dict):
         return {key: _clone(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
@@ -440,10 +444,17 @@ class _Delete:
 
 
 def _has_directive(value: Any) -> bool:
-    if isinstance(value, dict):
-        return "$patch" in value or any(_has_directive(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_has_directive(item) for item in value)
+    # Whether any mapping inside ``value`` has a "$patch" key. Iterative: every node's render asks it
+    # of every patch document, and a generator per level cost more than the look itself.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "$patch" in item:
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
 
 

@@ -352,12 +352,18 @@ def normalise_types(documents: Sequence[Any], contract: str, *, raw_text: RawTex
         if isinstance(value, dict):
             out = {}
             for key, sub in value.items():
+                if type(sub) is str or sub is None:
+                    # Only a bool, int or float is ever converted, and a str or None is its own copy:
+                    # most leaves of a config, taken as they are without a schema look-up.
+                    out[key] = sub
+                    continue
                 child = walker.child(node, str(key))
                 out[key] = convert(child, sub, index, (*path, str(key))) if child else copy.deepcopy(sub)
             return out
         if isinstance(value, list):
             items = node.get("items") or {}
-            return [convert(items, v, index, (*path, i)) if items else copy.deepcopy(v) for i, v in enumerate(value)]
+            return [v if type(v) is str or v is None else convert(items, v, index, (*path, i)) if items
+                    else copy.deepcopy(v) for i, v in enumerate(value)]
         if node.get("type") == "string" and isinstance(value, bool | int | float):
             raw = raw_text(index, path) if raw_text else None
             return raw if raw is not None else _go_string(value)

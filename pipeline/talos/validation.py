@@ -164,6 +164,10 @@ def check_patches(patches: Sequence[Patch], contract: str, kinds: Sequence[str] 
     for patch in patches:
         if patch.kind not in kinds:
             continue
+        key = (id(patch), contract)
+        known = _DECODABLE.get(key)
+        if known is not None and known is patch:
+            continue
         # A JSON 6902 patch is one document: its list of operations.
         documents = [patch.content] if patch.kind == "json6902" else patch.content
         findings = schema.strict_check(documents, contract, patch.source, patch=True, locate=patch.line)
@@ -171,6 +175,15 @@ def check_patches(patches: Sequence[Patch], contract: str, kinds: Sequence[str] 
             first = findings[0]
             message = "; ".join(_finding_text(finding) for finding in findings)
             raise PipelineError(message, path=patch.source, line=first.line)
+        if len(_DECODABLE) > 16384:
+            _DECODABLE.clear()
+        _DECODABLE[key] = patch
+
+
+# Patches (by identity, for a contract) this process found decodable. Parsed patches are cached and
+# never modified (intent._parse_patch; apply_patches copies them), so a shared patch is one object for
+# the whole fleet: checked once, not once per node. The entry holds the patch, so its id stays its own.
+_DECODABLE: dict[tuple[int, str], Patch] = {}
 
 
 def _finding_text(finding: schema.Finding) -> str:

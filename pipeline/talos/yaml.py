@@ -549,9 +549,19 @@ class _Builder:
             if key in first_line:
                 raise _Refusal(f"duplicate key '{key}' (first defined on line {first_line[key]})", key_node)
             first_line[key] = line
-            lines[(*path, key)] = line
-            result[key] = self.build(value_node, (*path, key), lines, raw)
-            lines[(*path, key)] = line  # the key's line, not its value's
+            here = (*path, key)
+            lines[here] = line
+            if type(value_node) is ScalarNode:
+                # build()'s steps for a scalar, without the call (most values are scalars); its line
+                # entry is the key's, set just above.
+                _check_tag(value_node)
+                if len(here) > self.max_depth:
+                    raise _Refusal(f"nested more than {self.max_depth} levels deep (after expanding aliases)",
+                                   value_node)
+                result[key] = self.scalar(value_node, here, raw)
+            else:
+                result[key] = self.build(value_node, here, lines, raw)
+            lines[here] = line  # the key's line, not its value's
         for key_node, merge in merges:
             self.merge(key_node, merge, path, result, lines, raw)
         return result
@@ -875,6 +885,27 @@ _BLOCK_INDICATOR_NEEDED = frozenset(" \n\r\x85\u2028\u2029")
 _LINE_BREAKS = lazyre.compile("[\n\r\x85\u2028\u2029]")
 
 
+def _may_be_hazard(document: Any) -> bool:
+    """Whether ``document`` has a string with a line break or a key with one (what sops_hazard looks at).
+
+    A quick pre-check: no place is tracked, so a clean document (every node of a healthy fleet) costs
+    one pass without building a path per value; sops_hazard then walks a suspect one to name the place.
+    """
+    stack = [document]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            for key in value:
+                if isinstance(key, str) and _LINE_BREAKS.search(key):
+                    return True
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+        elif isinstance(value, str) and "\n" in value:
+            return True
+    return False
+
+
 def sops_hazard(documents: Iterable[Any]) -> str | None:
     """Why sops (its go-yaml writer) would corrupt one of these documents' strings, or None.
 
@@ -884,6 +915,9 @@ def sops_hazard(documents: Iterable[Any]) -> str | None:
     mapping key with a line break is refused too (sops writes it as a block key, with the same bugs).
     The answer names the place (document and key path), never the value.
     """
+    documents = list(documents)
+    if not any(_may_be_hazard(document) for document in documents):
+        return None  # the usual case: no multi-line string and no key with a line break at all
     for index, document in enumerate(documents):
         # (value, path, whether it is a list item, whether a leading-space literal breaks there)
         stack: list[tuple[Any, tuple[Any, ...], bool, bool]] = [(document, (), False, False)]

@@ -11,6 +11,7 @@ import binascii
 import ipaddress
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from pipeline import lazyre
@@ -72,6 +73,14 @@ def parse_ip(text: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """An IP as Go's ``net.ParseIP``/``netip.ParseAddr`` reads it: no zone, no leading zeros; else None."""
     if not isinstance(text, str) or "%" in text:
         return None
+    return _parse_ip(text)
+
+
+# Every node of a fleet names the same gateways, resolvers and subnets, and ipaddress's pure-Python
+# parsing was most of the rules' time: parsed once per text. The results are immutable, so sharing
+# them between callers is safe; the key is the text itself.
+@lru_cache(maxsize=4096)
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(text)
     except ValueError:
@@ -85,11 +94,19 @@ def parse_cidr(text: Any) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface |
     """``address/bits`` as Go's ``net.ParseCIDR``/``netip.ParsePrefix`` read it (no netmask form); else None."""
     if not isinstance(text, str) or "/" not in text:
         return None
+    return _parse_cidr(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_cidr(text: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
     address, _, bits = text.partition("/")
     ip = parse_ip(address)
     if ip is None or not _PREFIX_LEN.fullmatch(bits) or int(bits) > ip.max_prefixlen:
         return None
-    return ipaddress.ip_interface(f"{address}/{int(bits)}")
+    # Built from the parsed address's integer (what the text form would be parsed into again): the same
+    # interface, without ipaddress parsing the address a second time.
+    interface = ipaddress.IPv4Interface if ip.version == 4 else ipaddress.IPv6Interface
+    return interface((int(ip), int(bits)))
 
 
 def ip_or_cidr_ok(text: Any) -> bool:
