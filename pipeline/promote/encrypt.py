@@ -20,6 +20,7 @@ from pipeline.promote.render import (
     _rendered_facts,
     _rule_shape,
     _sops_config,
+    materialise,
     render,
 )
 from pipeline.sops import engine, metadata
@@ -110,7 +111,8 @@ def _edit_with_binary(root: Path, artefact: str, plain: Path, previous: bytes) -
 
 
 def write_artefact(root: Path, artefact: str, plain: Path, rule: CreationRule, previous: bytes | None,
-                   case: str = "", documents: list[Any] | None = None) -> Written:
+                   case: str = "", documents: list[Any] | None = None,
+                   facts: dict[str, Any] | None = None) -> Written:
     """The new bytes of ``artefact`` for the rendered file ``plain``.
 
     With ``previous`` (an artefact the ledger knows) its data key and each unchanged value's IV are
@@ -118,7 +120,8 @@ def write_artefact(root: Path, artefact: str, plain: Path, rule: CreationRule, p
     key and names why (``new artefact``, ``unknown artefact``). The in-process engine writes age +
     YAML rules; anything else, or ``PROMOTE_SOPS_ENGINE=binary``, goes through the sops binary
     (``sops edit`` to keep the key, ``sops --encrypt`` for a fresh one). ``documents``: ``plain``'s
-    documents as go-yaml types them, when the caller has parsed it already.
+    documents as go-yaml types them, when the caller has parsed it already; ``facts``: what render
+    handed over (a config it kept in memory is written to ``plain`` when the binary needs a file).
     """
     fallback = ""
     if engine.engine_enabled():
@@ -134,6 +137,8 @@ def write_artefact(root: Path, artefact: str, plain: Path, rule: CreationRule, p
             if result.reason == "unchanged":
                 return Written(None, "reused")
             return Written(result.data, case or result.reason)
+    if facts is not None:
+        materialise(plain, facts)  # the sops binary reads a file
     if previous is not None and not case:
         case = _binary_case(previous, rule)
         if case == "reused":
@@ -207,7 +212,7 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
     root = inventory.root
     artefact = node_artefact(inventory, node)
     plain = root / rendered_path(inventory, node)
-    rendered = _rendered_facts(inventory, node, plain) if plain.is_file() else None
+    rendered = _rendered_facts(inventory, node, plain)  # handed over in memory, or attached to the file
     if rendered is None:
         render(inventory, node)  # e.g. `doit encrypt:cp1` after a purge
         rendered = _rendered_facts(inventory, node, plain)
@@ -226,6 +231,7 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
 
     def documents() -> list[Any]:
         if not parsed:
+            materialise(plain, rendered)
             text = plain.read_text(encoding="utf-8")
             parsed.extend(doc for doc in load_documents(text, plain) if doc is not None)
         return parsed
@@ -255,6 +261,7 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
             # decrypt can tell whether it already holds these documents.
             try:
                 old = decrypt_documents(root, artefact, current_text.encode())
+                materialise(plain, rendered)
                 new = engine.load_yaml(plain.read_text(encoding="utf-8"), path=rendered_path(inventory, node))
                 # Kept artefacts are recorded in the ledger, and the promotion's guard trusts what
                 # the ledger records: judge this one now, as if sops had just written it.
@@ -269,14 +276,16 @@ def encrypt(inventory: Inventory, node: Node, *, defer_ledger: bool = False) -> 
     checked = None
     handed = rendered.get(DOCUMENTS) if engine.engine_enabled() else None
     if not unchanged:
+        if not handed:
+            materialise(plain, rendered)
         checked = handed or _rendered_for_engine(plain)
     if not unchanged:
         if current_sha is None:
-            written = write_artefact(root, artefact, plain, rule, None, "new artefact", checked)
+            written = write_artefact(root, artefact, plain, rule, None, "new artefact", checked, rendered)
         elif not artefact_known:
-            written = write_artefact(root, artefact, plain, rule, None, "unknown artefact", checked)
+            written = write_artefact(root, artefact, plain, rule, None, "unknown artefact", checked, rendered)
         else:
-            written = write_artefact(root, artefact, plain, rule, current_bytes, documents=checked)
+            written = write_artefact(root, artefact, plain, rule, current_bytes, documents=checked, facts=rendered)
         case, fallback = written.case, written.fallback
         if written.data is None:  # the same documents after all (e.g. only the rule's shape moved)
             unchanged = True

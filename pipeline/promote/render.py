@@ -356,14 +356,25 @@ def write_plaintext(path: Path, text: str) -> None:
         _write_plaintext(path, text)
 
 
-def _write_plaintext(path: Path, text: str) -> None:
-    folder = path.parent
+def _check_plaintext_folder(folder: Path, *, create: bool) -> None:
+    """Refuse a rendered/ that is a symlink or someone else's (asked also when nothing is written to it:
+    the run's journal lives there, and a refused folder is refused on every path alike)."""
     if folder.is_symlink():
         raise PipelineError("refusing to write plaintext through a symlink: remove it", path=f"{folder.name}/")
-    folder.mkdir(mode=0o700, exist_ok=True)
-    if folder.stat().st_uid != os.geteuid():
+    if create:
+        folder.mkdir(mode=0o700, exist_ok=True)
+    try:
+        owner = folder.stat().st_uid
+    except FileNotFoundError:
+        return
+    if owner != os.geteuid():
         # Someone else's folder could be readable by them whatever mode we ask for.
         raise PipelineError("owned by another user: refusing to write plaintext there", path=f"{folder.name}/")
+
+
+def _write_plaintext(path: Path, text: str) -> None:
+    folder = path.parent
+    _check_plaintext_folder(folder, create=True)
     os.chmod(folder, 0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
@@ -387,6 +398,8 @@ def _write_plaintext(path: Path, text: str) -> None:
 # worker. A file creation is the dearest step of a render on many file systems: neither makes one.
 _HANDOFF: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
 DOCUMENTS = "documents"  # the handed-over facts' key for the rendered documents (never in a sidecar)
+_TEXT = "text"  # ... and for the rendered text, when render wrote no file
+_IN_MEMORY = (-1, -1, -1)  # the identity of a rendered config that exists only in this process
 
 
 def _intent_sidecar(inventory: Inventory, node: Node) -> Path:
@@ -416,7 +429,7 @@ def _attach_facts(inventory: Inventory, node: Node, path: Path, facts: dict[str,
 def _rendered_facts(inventory: Inventory, node: Node, plain: Path) -> dict[str, Any] | None:
     """What the render of ``plain`` recorded for encrypt (None: unknown here, render again)."""
     handed = _HANDOFF.pop(str(plain), None)
-    if handed is not None and handed[0] == file_identity(plain):
+    if handed is not None and (handed[0] is _IN_MEMORY or handed[0] == file_identity(plain)):
         return handed[1]
     try:
         facts = json.loads(os.getxattr(plain, _FACTS_ATTRIBUTE, follow_symlinks=False))
@@ -433,32 +446,55 @@ def render(inventory: Inventory, node: Node) -> Path:
     return _render(inventory, node)[0]
 
 
-def render_values(inventory: Inventory, node: Node) -> dict[str, Any]:
-    """Render ``node`` like :func:`render`; returns the digests ``is_current(last_render=...)`` takes."""
-    result = _render(inventory, node)[1]
+def render_values(inventory: Inventory, node: Node, *, to_disk: bool = True) -> dict[str, Any]:
+    """Render ``node`` like :func:`render`; returns the digests ``is_current(last_render=...)`` takes.
+
+    ``to_disk=False``: for a run that encrypts in this process and removes rendered/ at its end, the
+    rendered config may stay in memory (unless a worker process, talosctl or the sops binary needs it).
+    """
+    result = _render(inventory, node, to_disk=to_disk)[1]
     return {"source": result.source, "intent": result.intent}
 
 
-def _render(inventory: Inventory, node: Node) -> tuple[Path, Rendered]:
+def _render(inventory: Inventory, node: Node, *, to_disk: bool = True) -> tuple[Path, Rendered]:
     result = render_node(inventory, node)
     # One look-up of the creation rule serves the taint check and the keyed digest.
     shape = _rule_shape(inventory.root, node_artefact(inventory, node))
     _refuse_tainted(inventory, node, result, shape)
     path = repo_path(inventory.root, rendered_path(inventory, node))
-    write_plaintext(path, result.text)
-    if talosctl.binary() is not None:
-        talosctl.validate(path, f"node {node.name}")  # Talos's own validator, when it is installed
+    validator = talosctl.binary()
+    worker = _in_worker_process()
     # The keyed digest is taken here, while the documents are in memory: encrypt need not parse
     # the rendered file again (a few ms a node, which adds up over a fleet).
     digest = ledger.keyed_digest(result.documents, ledger.canonical(shape)) if shape is not None else None
     facts = {"inputs": result.inputs, "rendered": digest, "shape": shape}
+    if not (to_disk or validator or worker):
+        # Nothing in this run reads the file (the run purges rendered/ when it ends, and encrypt
+        # follows in this process): the plaintext stays in memory, and never touches the disk
+        # unless the sops binary has to encrypt it (see materialise).
+        _check_plaintext_folder(path.parent, create=False)
+        with _PLAINTEXT_LOCK:
+            if _PLAINTEXT_STOPPED.is_set():
+                raise PipelineError("stopping: no plaintext is rendered any more", path=f"{path.parent.name}/")
+            _HANDOFF[str(path)] = (_IN_MEMORY, {**facts, DOCUMENTS: result.documents, _TEXT: result.text})
+        return path, result
+    write_plaintext(path, result.text)
+    if validator is not None:
+        talosctl.validate(path, f"node {node.name}")  # Talos's own validator, when it is installed
     identity = file_identity(path)
     if identity is not None:
         # In process the documents travel too: encrypt need not parse the file render has just written.
         _HANDOFF[str(path)] = (identity, {**facts, DOCUMENTS: result.documents})
-    if _in_worker_process():
+    if worker:
         _attach_facts(inventory, node, path, facts)
     return path, result
+
+
+def materialise(path: Path, facts: dict[str, Any]) -> None:
+    """Write a rendered config that render kept in memory to ``path`` (for the sops binary to read)."""
+    text = facts.get(_TEXT)
+    if isinstance(text, str) and not path.exists():
+        write_plaintext(path, text)
 
 
 def _rule_shape(root: Path, artefact: str) -> dict[str, Any] | None:

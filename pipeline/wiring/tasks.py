@@ -136,7 +136,10 @@ def task_render() -> Iterator[TaskDict]:
         return
     yield {"basename": "render", "name": None, "doc": doc}
     # One action for every node, given the node's name: one wrapper (and one signature) for the fleet.
-    render_one = action(lambda name: rendering.render_values(inventory, inventory.nodes[name]))
+    # The plaintext reaches rendered/ only when asked to stay there (`doit keep=1`): otherwise the
+    # run removes it at its end, and encrypt takes it from memory.
+    to_disk = session.keep
+    render_one = action(lambda name: rendering.render_values(inventory, inventory.nodes[name], to_disk=to_disk))
     for node in inventory.nodes.values():
         stem = inventory.artefact_name(node)
         yield {

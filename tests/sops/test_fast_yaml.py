@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from pipeline.sops import engine, goyaml, metadata
 from tests.sops.test_engine import DOCUMENTS
 
-EXAMPLES = int(os.environ.get("FAST_YAML_EXAMPLES", "500"))
+EXAMPLES = int(os.environ.get("FAST_YAML_EXAMPLES", "200"))
 
 
 def _port(documents: list[dict[str, Any]], indent: int = 4, strict: bool = False) -> str | None:
