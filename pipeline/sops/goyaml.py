@@ -697,12 +697,27 @@ class _Reader:
         child = self.best * ((column + self.best) // self.best)
         lines = self.lines
         count = len(lines)
+        keys, scalars = _KEYS, _SCALARS
         while self.i < count:
             line = lines[self.i]
             if lead:
                 lead = False
             elif line == "---" or not line.startswith(pad):
                 break  # a document's or an outer collection's end
+            # The common line, from what earlier lines proved: a key the writer writes as it is, then a
+            # one-line scalar it writes as it is (a known text, or an ENC[...] value).
+            end = line.find(": ", column)
+            if end > column:
+                key = keys.get(line[column:end])
+                if key is not None and key not in out:
+                    text = line[end + 2 :]
+                    value = scalars.get(text, _MISSING)
+                    if value is _MISSING and text[:4] == "ENC[" and _ENC_VALUE.fullmatch(text):
+                        value = text
+                    if value is not _MISSING:
+                        out[key] = value
+                        self.i += 1
+                        continue
             content = line[column:]
             if not content or content[0] == " " or content[:2] == "- " or content == "-":
                 raise _NotFast  # deeper than an entry, or a list item where an entry belongs
@@ -733,7 +748,11 @@ class _Reader:
                 raise _NotFast
             content = line[column + 2 :]
             item = column + 2
-            if content[:2] == "- ":
+            known = _SCALARS.get(content, _MISSING)  # a text proven a scalar is never a key line
+            if known is not _MISSING:
+                out.append(known)
+                self.i += 1
+            elif content[:2] == "- ":
                 out.append(self.sequence(item, lead=True))
             elif content in ("{}", "[]", "|", "|-") or _entry(content)[0] is None:
                 out.append(self.value(" " + content, item, item))
