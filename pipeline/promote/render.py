@@ -26,7 +26,7 @@ from pipeline.promote.intent import (
     source_digest,
 )
 from pipeline.redact import WINDOW, SecretSet, contains_secret, is_sensitive_path
-from pipeline.sops import engine
+from pipeline.sops import engine, goyaml
 from pipeline.sops import runner as sops
 from pipeline.sops.config import SOPS_CONFIG, SopsConfig, parse_sops_config
 from pipeline.state import ledger
@@ -36,6 +36,7 @@ from pipeline.talos.contracts import contract
 from pipeline.talos.inventory import Inventory, Node
 from pipeline.talos.patching import apply_patches, apply_patches_traced, load_documents
 from pipeline.talos.validation import check_node_config, check_patches
+from pipeline.talos.yaml import sops_hazard
 
 
 @lru_cache(maxsize=8)
@@ -191,7 +192,19 @@ def render_node(inventory: Inventory, node: Node) -> Rendered:
     # Types as Talos decodes them (extraArgs/sysctls/labels are strings), then the version's schema and rules.
     documents = check_node_config(documents, node.name, version, provenance)
     check_secret_landing(inventory, node, documents)  # values from encrypted sources stay encrypted
-    return Rendered(documents, dump_documents(documents), inputs, source, tuple(patches), base)
+    return Rendered(documents, _rendered_text(documents), inputs, source, tuple(patches), base)
+
+
+def _rendered_text(documents: list[Any]) -> str:
+    """The rendered file's text: go-yaml v3's own layout (Talos and sops write with it), refusing a
+    string sops would corrupt. The line writer is used where it answers (most of a fleet's configs)."""
+    problem = sops_hazard(documents)
+    if problem:
+        raise PipelineError(problem)
+    try:
+        return goyaml.emit_yaml(documents)
+    except goyaml.EngineUnsupported:
+        return dump_documents(documents)
 
 
 # --- taint: no secret value in a field sops leaves in plaintext -------------------------------
