@@ -450,6 +450,7 @@ def _dearmor(text: str) -> bytes:
         raise PipelineError("an age stanza has malformed base64") from None
 
 
+@lru_cache(maxsize=64)  # public keys, asked for every file of a fleet
 def _recipient(r: str) -> Any:
     try:
         return _pyrage().x25519.Recipient.from_str(r.strip())
