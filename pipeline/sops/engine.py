@@ -342,11 +342,17 @@ def _typed(tag: str, plain: bytes, aad: str) -> Any:
 
 def _walk_encrypt(value: Any, path: list[str], rules: _Rules, cipher: _Cipher, mac: Any) -> Any:
     """``value`` with every leaf the rules encrypt as ENC[...]; every MACed leaf's bytes fed to ``mac``."""
+    table, aad, hits = _walk_start(rules, path)
+    return _encrypt_tree(value, aad, hits, table, cipher, mac)
+
+
+def _walk_start(rules: _Rules, path: list[str]) -> tuple[_RuleTable, str, int]:
+    """The rule table, the additional data and the rules' hits at ``path``, where a walk starts."""
     table = _rule_table(rules)
     hits = 0
     for key in path:
         hits |= table.key(key)
-    return _encrypt_tree(value, "".join(f"{key}:" for key in path), hits, table, cipher, mac)
+    return table, "".join(f"{key}:" for key in path), hits
 
 
 def _encrypt_tree(value: Any, aad: str, hits: int, table: _RuleTable, cipher: _Cipher, mac: Any) -> Any:
@@ -384,11 +390,8 @@ class _Comment:
 
 def _walk_decrypt(value: Any, path: list[str], rules: _Rules, cipher: _Cipher, mac: Any) -> Any:
     """``value`` with every ENC[...] leaf the rules encrypt decrypted and typed; MACed leaves fed to ``mac``."""
-    table = _rule_table(rules)
-    hits = 0
-    for key in path:
-        hits |= table.key(key)
-    return _decrypt_tree(value, "".join(f"{key}:" for key in path), hits, table, cipher, mac)
+    table, aad, hits = _walk_start(rules, path)
+    return _decrypt_tree(value, aad, hits, table, cipher, mac)
 
 
 def _decrypt_tree(value: Any, aad: str, hits: int, table: _RuleTable, cipher: _Cipher, mac: Any) -> Any:

@@ -570,22 +570,16 @@ def _fast_item(item: Any, head: str, nested: int, text_indent: int, out: list[st
     # After a list item's dash, a nested collection starts on the same line (``- key: v``, ``- - v``);
     # after a mapping key it starts on the next line.
     in_item = head.endswith("-")
-    if isinstance(item, dict):
+    if isinstance(item, dict | list):
         if not item:
-            out.append(f"{head} {{}}\n")
-        elif in_item:
-            _fast_mapping(item, nested, head + " ", out, best)
+            out.append(f"{head} {{}}\n" if isinstance(item, dict) else f"{head} []\n")
+            return
+        write = _fast_mapping if isinstance(item, dict) else _fast_sequence
+        if in_item:
+            write(item, nested, head + " ", out, best)
         else:
             out.append(head + "\n")
-            _fast_mapping(item, nested, " " * nested, out, best)
-    elif isinstance(item, list):
-        if not item:
-            out.append(f"{head} []\n")
-        elif in_item:
-            _fast_sequence(item, nested, head + " ", out, best)
-        else:
-            out.append(head + "\n")
-            _fast_sequence(item, nested, " " * nested, out, best)
+            write(item, nested, " " * nested, out, best)
     else:
         _fast_scalar(item, head, text_indent, out)
 
