@@ -504,9 +504,12 @@ def _render(inventory: Inventory, node: Node, *, to_disk: bool = True) -> tuple[
 
 
 def materialise(path: Path, facts: dict[str, Any]) -> None:
-    """Write a rendered config that render kept in memory to ``path`` (for the sops binary to read)."""
-    text = facts.get(_TEXT)
-    if isinstance(text, str) and not path.exists():
+    """Write a rendered config that render kept in memory to ``path`` (for the sops binary to read).
+
+    Written over whatever is there (a file an earlier `keep=1` run left holds older content), once.
+    """
+    text = facts.pop(_TEXT, None)
+    if isinstance(text, str):
         write_plaintext(path, text)
 
 

@@ -61,3 +61,18 @@ def test_keep_and_worker_processes_still_write_the_files(promoted: Repo) -> None
     made, _ = _files_made_under_rendered(promoted, "-n", "2", "-P", "process")
     assert any(name.endswith(".yaml") for name in made), made  # another worker may encrypt it
     assert not list((promoted.path / "rendered").glob("*.yaml"))  # and the run removed them
+
+
+def test_the_sops_binary_encrypts_this_run_s_config_not_a_kept_older_file(promoted: Repo) -> None:
+    # keep=1 leaves rendered files behind; a later run that keeps its configs in memory and falls back
+    # to the sops binary must write the file again before sops reads it.
+    _change_every_node(promoted)
+    assert promoted.doit("keep=1").returncode == 0
+    assert list((promoted.path / "rendered").glob("*.yaml"))
+    _change_every_node(promoted, "8.8.8.8")
+    binary = dict(promoted.env, PROMOTE_SOPS_ENGINE="binary")
+    result = promoted.doit(env=binary)
+    assert result.returncode == 0, result.stdout + result.stderr
+    verify = promoted.doit("verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert not list((promoted.path / "rendered").glob("*.yaml"))
