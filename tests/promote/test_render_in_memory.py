@@ -26,6 +26,12 @@ class _Created(FileSystemEventHandler):
                 self.paths.append(str(getattr(event, "dest_path", "") or event.src_path))
 
 
+def _with_engine(repo: Repo) -> dict[str, str]:
+    # The in-process engine is what takes the config from memory; the sops binary needs a file
+    # (PROMOTE_SOPS_ENGINE=binary, which the suite is also run with, writes one on purpose).
+    return {k: v for k, v in repo.env.items() if k != "PROMOTE_SOPS_ENGINE"}
+
+
 def _files_made_under_rendered(repo: Repo, *args: str) -> tuple[list[str], str]:
     folder = repo.path / "rendered"
     folder.mkdir(mode=0o700, exist_ok=True)  # watched from the start (a new folder's first file can be missed)
@@ -34,7 +40,7 @@ def _files_made_under_rendered(repo: Repo, *args: str) -> tuple[list[str], str]:
     observer.schedule(seen, str(folder), recursive=True)
     observer.start()
     try:
-        result = repo.doit(*args)
+        result = repo.doit(*args, env=_with_engine(repo))
     finally:
         observer.stop()
         observer.join(timeout=10)
