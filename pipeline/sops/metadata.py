@@ -6,7 +6,7 @@ Composed to YAML nodes only (no Python objects), which keeps a fleet's keyless s
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -129,6 +129,18 @@ def _has_complex_key(node: yaml.Node) -> bool:
     return False
 
 
+def _plaintext_findings(where: str, body: Any, whole_file: bool, leaves: Callable[[Any, str], Iterator[Any]],
+                        is_ciphertext: Callable[[Any], bool], sensitive: Callable[[Any, str, bool], Iterator[str]],
+                        ) -> list[str]:
+    """The one judgement of a document's body, on either reading of it (YAML nodes, or typed values):
+    a whole-file artefact must have every leaf ENC[...], a node's artefact every sensitive field."""
+    if whole_file:
+        plain = [leaf_path for leaf_path, leaf in leaves(body, "") if not is_ciphertext(leaf)]
+    else:
+        plain = list(sensitive(body, "", False))
+    return [f"{where}: field {field} is plaintext (must be ENC[...])" for field in plain]
+
+
 def inspect_artefact(text: str, path: str, *, parse: bool = False) -> ArtefactScan:
     """One pass over an artefact. A file in the layout sops writes is read line by line (``read_written``);
     any other text is composed to YAML nodes only (no Python objects). ``parse`` always composes."""
@@ -161,11 +173,8 @@ def inspect_artefact(text: str, path: str, *, parse: bool = False) -> ArtefactSc
             findings.append(f"{where}: not a SOPS file (a mapping key that is a list or mapping)")
             continue
         body = yaml.MappingNode("tag:yaml.org,2002:map", [(key, value) for key, value in pairs if key.value != "sops"])
-        if whole_file:
-            plain = [leaf_path for leaf_path, leaf in _node_leaves(body, "") if not _node_is_ciphertext(leaf)]
-        else:
-            plain = list(_plaintext_sensitive(body, "", False))
-        findings.extend(f"{where}: field {field} is plaintext (must be ENC[...])" for field in plain)
+        findings.extend(_plaintext_findings(where, body, whole_file,
+                                            _node_leaves, _node_is_ciphertext, _plaintext_sensitive))
     return ArtefactScan(findings, recipients)
 
 
@@ -235,11 +244,8 @@ def _inspect_written(documents: list[dict[str, Any]], path: str) -> ArtefactScan
         if index == 0:
             recipients = _value_recipients(meta)
         body = {key: value for key, value in doc.items() if key != "sops"}
-        if whole_file:
-            plain = [leaf_path for leaf_path, leaf in _value_leaves(body, "") if not _value_is_ciphertext(leaf)]
-        else:
-            plain = list(_value_plaintext_sensitive(body, "", False))
-        findings.extend(f"{where}: field {field} is plaintext (must be ENC[...])" for field in plain)
+        findings.extend(_plaintext_findings(where, body, whole_file,
+                                            _value_leaves, _value_is_ciphertext, _value_plaintext_sensitive))
     return ArtefactScan(findings, recipients)
 
 
